@@ -57,13 +57,12 @@ def without_retracted(events: list[Event] | tuple[Event, ...]) -> list[Event]:
     retracted: set[str] = set()
     for event in events:
         if event.event_type == RETRACTION_EVENT_TYPE:
-            target = event.data.get("retracted_event_id") if isinstance(event.data, Mapping) else None
+            data = event.data if isinstance(event.data, Mapping) else {}
+            target = data.get("retracted_event_id")
             if isinstance(target, str):
                 retracted.add(target.strip().lower())
     kept = [
-        e
-        for e in events
-        if e.event_type != RETRACTION_EVENT_TYPE and str(e.id) not in retracted
+        e for e in events if e.event_type != RETRACTION_EVENT_TYPE and str(e.id) not in retracted
     ]
     kept.sort(key=lambda e: e.order_key)
     return kept

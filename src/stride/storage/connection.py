@@ -7,15 +7,19 @@ no server to run the demo.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+
+DbConnection = psycopg.Connection[Any]
 
 DEFAULT_DATA_DIR = Path(".stride") / "pgdata"
 EMBEDDED_DATABASE = "stride"
@@ -24,6 +28,10 @@ EMBEDDED_SYSTEM_USER = "embedded_postgres"
 
 class DatabaseConfigError(Exception):
     """The database URL is malformed or the server cannot be reached."""
+
+    def __init__(self, message: str, *, is_usage_error: bool = False) -> None:
+        super().__init__(message)
+        self.is_usage_error = is_usage_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +52,14 @@ def data_dir() -> Path:
 def validate_url(url: str, *, flag: str = "--database-url") -> str:
     """Reject URLs libpq cannot parse, naming the flag; returns the URL unchanged."""
     if not url.strip():
-        raise DatabaseConfigError(f"{flag} is empty")
+        raise DatabaseConfigError(f"{flag} is empty", is_usage_error=True)
     try:
         conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "unparseable"
-        raise DatabaseConfigError(f"{flag} is not a valid PostgreSQL URL: {first_line}") from None
+        raise DatabaseConfigError(
+            f"{flag} is not a valid PostgreSQL URL: {first_line}", is_usage_error=True
+        ) from None
     return url
 
 
@@ -64,7 +74,7 @@ def _embedded_server(path: Path) -> object:
         path.parent.mkdir(parents=True, exist_ok=True)
         # cleanup_mode=None: the server outlives this process, so the next
         # command reuses it instead of paying a start-up; `stride db stop` ends it.
-        return embedded_postgres.get_server(path, cleanup_mode=None)
+        return embedded_postgres.get_server(path, cleanup_mode=None)  # type: ignore[attr-defined]
 
 
 def start_embedded(path: Path | None = None) -> str:
@@ -76,12 +86,11 @@ def start_embedded(path: Path | None = None) -> str:
             "SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DATABASE,)
         ).fetchone()
         if exists is None:
-            try:
+            # Another process may create it between our check and ours.
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
                 conn.execute(
                     sql.SQL("CREATE DATABASE {}").format(sql.Identifier(EMBEDDED_DATABASE))
                 )
-            except psycopg.errors.DuplicateDatabase:
-                pass  # another process created it between our check and create
     url: str = server.get_uri(EMBEDDED_DATABASE)  # type: ignore[attr-defined]
     return url
 
@@ -109,7 +118,7 @@ def stop_embedded(path: Path | None = None) -> bool:
 def resolve_database(url: str | None) -> DatabaseTarget:
     """Pick the database: the flag, else $DATABASE_URL, else the embedded server."""
     if url is not None:
-        return DatabaseTarget(validate_url(url), "flag", "using the database given by --database-url")
+        return DatabaseTarget(validate_url(url), "flag", "using --database-url")
     env_url = os.environ.get("DATABASE_URL")
     if env_url:
         return DatabaseTarget(
@@ -117,12 +126,12 @@ def resolve_database(url: str | None) -> DatabaseTarget:
         )
     path = data_dir()
     embedded_url = start_embedded(path)
-    return DatabaseTarget(
-        embedded_url, "embedded", f"using the embedded PostgreSQL in {path} (no --database-url given)"
-    )
+    return DatabaseTarget(embedded_url, "embedded", f"using the embedded PostgreSQL in {path}")
 
 
-def connect(url: str, *, autocommit: bool = False, application_name: str = "stride") -> psycopg.Connection[tuple[object, ...]]:
+def connect(
+    url: str, *, autocommit: bool = False, application_name: str = "stride"
+) -> DbConnection:
     """Open a connection, turning libpq failures into one readable error."""
     try:
         return psycopg.connect(

@@ -10,6 +10,8 @@ from importlib import resources
 
 import psycopg
 
+from stride.storage.connection import DbConnection
+
 MIGRATION_FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 
 # Any constant works; it only has to be the same in every stride process.
@@ -60,15 +62,15 @@ def available_migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-def _applied(conn: psycopg.Connection[tuple[object, ...]]) -> dict[int, tuple[str, datetime]]:
+def _applied(conn: DbConnection) -> dict[int, tuple[str, datetime]]:
     exists = conn.execute("SELECT to_regclass('stride_migrations') IS NOT NULL").fetchone()
     if not exists or not exists[0]:
         return {}
     rows = conn.execute("SELECT version, checksum, applied_at FROM stride_migrations").fetchall()
-    return {int(v): (str(c), a) for v, c, a in rows}  # type: ignore[misc]
+    return {version: (checksum, applied_at) for version, checksum, applied_at in rows}
 
 
-def migrate(conn: psycopg.Connection[tuple[object, ...]]) -> list[Migration]:
+def migrate(conn: DbConnection) -> list[Migration]:
     """Apply pending migrations in one transaction; returns the ones applied.
 
     Safe to run twice and from several processes at once: the advisory lock
@@ -103,7 +105,7 @@ def migrate(conn: psycopg.Connection[tuple[object, ...]]) -> list[Migration]:
     return applied_now
 
 
-def migration_status(conn: psycopg.Connection[tuple[object, ...]]) -> list[MigrationStatus]:
+def migration_status(conn: DbConnection) -> list[MigrationStatus]:
     """Each shipped migration with its applied time (None when pending)."""
     applied = _applied(conn)
     return [
