@@ -1,0 +1,112 @@
+"""Trigger a backfill: snapshot every user and enqueue one controller job per source."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+from stride.backfill import BACKFILL_JOB_TYPE
+from stride.domain.events import OBJECTIVE_EVENT_TYPES
+from stride.queue.jobs import NewJob, enqueue
+from stride.storage.connection import DbConnection
+
+SNAPSHOT_USERS = """
+INSERT INTO backfill_snapshot_users (snapshot_id, position, user_id)
+SELECT %(snapshot_id)s, row_number() OVER (ORDER BY id), id
+FROM users
+"""
+
+CREATE_RUN = """
+INSERT INTO backfill_runs (job_id, source, snapshot_id, users_total, max_rate)
+VALUES (%(job_id)s, %(source)s, %(snapshot_id)s, %(users_total)s, %(max_rate)s)
+"""
+
+UPDATE_PAYLOAD_COUNT = """
+UPDATE background_jobs
+SET payload = jsonb_set(payload, '{user_ids,count}', to_jsonb(%(count)s::bigint))
+WHERE id = %(job_id)s
+"""
+
+
+class BackfillInputError(ValueError):
+    """A trigger argument is unusable (e.g. a blank source)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerResult:
+    outcome: Literal["enqueued", "in_flight", "no_users"]
+    job_id: int | None = None
+    users: int = 0
+
+    def describe(self) -> str:
+        if self.outcome == "enqueued":
+            return f"enqueued {self.job_id} ({self.users} users snapshotted)"
+        if self.outcome == "in_flight":
+            return f"already in flight ({self.job_id})"
+        return "no users found"
+
+
+def controller_dedup_key(source: str) -> str:
+    return f"{BACKFILL_JOB_TYPE}:{source}"
+
+
+def validate_source(source: str) -> str:
+    """The source is free text, but not empty or blank."""
+    if not source.strip():
+        raise BackfillInputError("--source must not be empty or blank")
+    return source
+
+
+def trigger_backfill(
+    conn: DbConnection, source: str, *, max_rate: float | None = None
+) -> TriggerResult:
+    """Enqueue the controller job unless one for `source` is pending or processing.
+
+    The enqueue, the user snapshot and the run record commit together, and the
+    dedup key's unique index makes two simultaneous triggers yield one job.
+    """
+    validate_source(source)
+    snapshot_id = uuid.uuid4()
+    with conn.transaction():
+        if conn.execute("SELECT NOT EXISTS (SELECT 1 FROM users)").fetchone() == (True,):
+            return TriggerResult("no_users")
+        payload = {
+            "source": source,
+            "include_all_users": True,
+            # The snapshot lives in backfill_snapshot_users (see README): a
+            # reference here, not millions of ids in one JSON document.
+            "user_ids": {
+                "snapshot_id": str(snapshot_id),
+                "table": "backfill_snapshot_users",
+                "count": 0,
+            },
+            "event_types": list(OBJECTIVE_EVENT_TYPES),
+        }
+        if max_rate is not None:
+            payload["max_rate"] = max_rate
+        result = enqueue(
+            conn,
+            NewJob(
+                job_type=BACKFILL_JOB_TYPE,
+                payload=payload,
+                dedup_key=controller_dedup_key(source),
+                max_retries=20,
+            ),
+        )
+        if not result.inserted:
+            return TriggerResult("in_flight", result.job_id)
+        cursor = conn.execute(SNAPSHOT_USERS, {"snapshot_id": snapshot_id})
+        users = cursor.rowcount
+        conn.execute(UPDATE_PAYLOAD_COUNT, {"count": users, "job_id": result.job_id})
+        conn.execute(
+            CREATE_RUN,
+            {
+                "job_id": result.job_id,
+                "source": source,
+                "snapshot_id": snapshot_id,
+                "users_total": users,
+                "max_rate": max_rate,
+            },
+        )
+    return TriggerResult("enqueued", result.job_id, users)

@@ -1,0 +1,256 @@
+"""`stride backfill …`: trigger the objective foundation backfill, watch it, verify it."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from stride.backfill import DEFAULT_SOURCE
+from stride.backfill.control import cancel_backfill
+from stride.backfill.reports import Report, RunProgress, run_progress, runbook_reports
+from stride.backfill.trigger import BackfillInputError, trigger_backfill, validate_source
+from stride.backfill.verify import verify_sample
+from stride.cli.common import (
+    DatabaseUrlOption,
+    JsonOption,
+    console,
+    database,
+    database_errors,
+    err_console,
+    fail,
+    print_json,
+    render_table,
+    typer_app,
+    usage_error,
+)
+from stride.storage.connection import DbConnection, connect
+
+app = typer_app("Recalculate every user's objective projections and verify the result.")
+
+SourceOption = Annotated[
+    str,
+    typer.Option("--source", help="Label for traceability and dedup (any text; not blank)."),
+]
+WaitOption = Annotated[
+    bool, typer.Option("--wait", help="Show live progress until the fan-out has drained.")
+]
+TimeoutOption = Annotated[
+    float | None,
+    typer.Option("--timeout", help="With --wait: give up after this many seconds (exit 1)."),
+]
+
+
+def _checked_source(source: str) -> str:
+    try:
+        return validate_source(source)
+    except BackfillInputError as exc:
+        usage_error(str(exc))
+
+
+def _render_reports(reports: list[Report]) -> None:
+    for report in reports:
+        render_table(report.title, report.columns, report.rows)
+
+
+def _render_progress(progress: RunProgress) -> None:
+    render_table(
+        f"Backfill run {progress.job_id} ({progress.source})",
+        ["measure", "value"],
+        [
+            ("controller job status", progress.controller_status),
+            ("users in snapshot", progress.users_total),
+            ("users fanned out", progress.users_fanned_out),
+            ("fan-out jobs enqueued", progress.jobs_enqueued),
+            ("users with both projections", progress.users_with_both),
+            ("users refreshed since trigger", progress.users_refreshed),
+            ("users not on the current model version", progress.users_not_on_current_model),
+        ],
+    )
+    for problem in progress.problems():
+        err_console.print(f"[yellow]not complete:[/yellow] {problem}", highlight=False)
+
+
+def _wait_for_drain(url: str, source: str, timeout: float | None, quiet: bool) -> RunProgress:
+    """Poll the run until its fan-out has drained, drawing a progress bar."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    columns = (
+        TextColumn("[bold]backfill"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("users · {task.fields[rate]} jobs/s · {task.fields[open]} jobs open"),
+        TimeRemainingColumn(),
+    )
+    with connect(url, autocommit=True) as conn, Progress(
+        *columns, console=err_console, disable=quiet
+    ) as bar:
+        task = bar.add_task("users", total=None, rate="-", open="-")
+        previous: tuple[float, int] | None = None
+        while True:
+            progress = run_progress(conn, source)
+            if progress is None:
+                fail(f"no backfill was ever triggered for source {source!r}")
+            done_jobs = sum(
+                n for s, n in progress.job_counts.items() if s not in ("pending", "processing")
+            )
+            now = time.monotonic()
+            rate = "-"
+            if previous is not None and now > previous[0]:
+                rate = f"{(done_jobs - previous[1]) / (now - previous[0]):,.0f}"
+            previous = (now, done_jobs)
+            bar.update(
+                task,
+                total=progress.users_total,
+                completed=progress.users_refreshed,
+                rate=rate,
+                open=f"{progress.jobs_open:,}",
+            )
+            if progress.drained:
+                return progress
+            if deadline is not None and now > deadline:
+                return progress
+            time.sleep(1.0)
+
+
+def _report(
+    conn: DbConnection, source: str, as_json: bool, extra: dict[str, Any] | None = None
+) -> RunProgress | None:
+    reports = runbook_reports(conn, source)
+    progress = run_progress(conn, source)
+    if as_json:
+        document: dict[str, Any] = dict(extra or {})
+        document["reports"] = {r.name: r.as_dict() for r in reports}
+        document["run"] = progress.as_dict() if progress else None
+        print_json(document)
+    else:
+        _render_reports(reports)
+        if progress:
+            _render_progress(progress)
+    return progress
+
+
+@app.command("objective-foundation")
+def objective_foundation(
+    database_url: DatabaseUrlOption = None,
+    source: SourceOption = DEFAULT_SOURCE,
+    no_verify: Annotated[
+        bool, typer.Option("--no-verify", help="Do not print the verification reports.")
+    ] = False,
+    wait: WaitOption = False,
+    timeout: TimeoutOption = None,
+    max_rate: Annotated[
+        float | None,
+        typer.Option("--max-rate", help="Fan out at most this many users per second.", min=0.1),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Enqueue the one-shot objective foundation backfill (one job per source in flight)."""
+    source = _checked_source(source)
+    with database_errors():
+        target = database(database_url)
+        with connect(target.url, autocommit=True) as conn:
+            result = trigger_backfill(conn, source, max_rate=max_rate)
+        trigger_doc = {
+            "outcome": result.outcome,
+            "job_id": result.job_id,
+            "users": result.users,
+            "message": result.describe(),
+        }
+        if not as_json:
+            console.print(result.describe(), highlight=False)
+        if result.outcome == "no_users":
+            if as_json:
+                print_json({"trigger": trigger_doc})
+            return
+        if wait:
+            _wait_for_drain(target.url, source, timeout, quiet=as_json)
+        if no_verify:
+            if as_json:
+                print_json({"trigger": trigger_doc})
+            return
+        with connect(target.url, autocommit=True) as conn:
+            progress = _report(conn, source, as_json, {"trigger": trigger_doc})
+    if wait and (progress is None or not progress.complete):
+        raise typer.Exit(1)
+
+
+@app.command("status")
+def status(
+    source: SourceOption = DEFAULT_SOURCE,
+    database_url: DatabaseUrlOption = None,
+    wait: WaitOption = False,
+    timeout: TimeoutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Print the runbook's four reports and the run's progress; exit 0 only when complete."""
+    source = _checked_source(source)
+    with database_errors():
+        target = database(database_url)
+        if wait:
+            _wait_for_drain(target.url, source, timeout, quiet=as_json)
+        with connect(target.url, autocommit=True) as conn:
+            progress = _report(conn, source, as_json)
+    if progress is None:
+        fail(f"no backfill was ever triggered for source {source!r}")
+    if not progress.complete:
+        raise typer.Exit(1)
+
+
+@app.command("verify")
+def verify(
+    sample: Annotated[
+        int, typer.Option("--sample", help="How many random users to recompute.", min=1)
+    ] = 100,
+    database_url: DatabaseUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Recompute a random sample of users in memory and report drift from stored projections."""
+    with database_errors():
+        target = database(database_url)
+        with connect(target.url, autocommit=True) as conn:
+            result = verify_sample(conn, sample)
+    if as_json:
+        print_json(
+            {
+                "users_checked": result.users_checked,
+                "projections_checked": result.projections_checked,
+                "drifts": [d.as_dict() for d in result.drifts],
+            }
+        )
+    else:
+        console.print(
+            f"checked {result.users_checked} users, {result.projections_checked} projections: "
+            f"{len(result.drifts)} drifted",
+            highlight=False,
+        )
+        if result.drifts:
+            render_table(
+                "drift",
+                ["user", "projection", "first differing field", "stored", "recomputed"],
+                [
+                    (d.user_id, f"{d.projection_type}/{d.key}", d.path, d.stored, d.recomputed)
+                    for d in result.drifts
+                ],
+            )
+    if result.drifts:
+        raise typer.Exit(1)
+
+
+@app.command("cancel")
+def cancel(
+    source: Annotated[str, typer.Option("--source", help="The backfill's source label.")],
+    database_url: DatabaseUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Cancel a backfill's pending fan-out jobs and stop its controller; organic jobs untouched."""
+    source = _checked_source(source)
+    with database_errors():
+        target = database(database_url)
+        with connect(target.url, autocommit=True) as conn:
+            result = cancel_backfill(conn, source)
+    if as_json:
+        print_json(result.as_dict())
+    else:
+        console.print(result.describe(), highlight=False)

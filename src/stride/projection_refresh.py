@@ -1,0 +1,102 @@
+"""The projection I/O shell: load each user's events once, run the due folds, write once.
+
+This is where the pure folds (stride.projections) meet PostgreSQL
+(stride.storage); it works on many users per round trip so the backfill and
+the organic path share one efficient code path.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from stride.domain.events import RETRACTION_EVENT_TYPE
+from stride.projections.registry import ProjectionHandler, fold_user, handlers_for_event_type
+from stride.storage.connection import DbConnection
+from stride.storage.projection_store import (
+    ProjectionWrite,
+    load_events_for_users,
+    write_projections,
+)
+
+_UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
+
+# What a retraction retracts: the stored type of the retracted event when it
+# exists (the store is the truth), else the type the retraction names.
+RETRACTED_TYPES = """
+SELECT r.id, coalesce(t.event_type, r.data ->> 'retracted_event_type')
+FROM events r
+LEFT JOIN events t
+       ON t.user_id = r.user_id
+      AND t.id = CASE WHEN r.data ->> 'retracted_event_id' ~* %(uuid_pattern)s
+                      THEN (r.data ->> 'retracted_event_id')::uuid END
+WHERE r.id = ANY(%(ids)s) AND r.event_type = 'event.retracted'
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshSummary:
+    users: int
+    projections_written: int
+    events_folded: int
+
+
+def resolve_retracted_types(conn: DbConnection, retraction_ids: Iterable[UUID]) -> dict[UUID, str]:
+    """Map retraction event ids to the event type they retract (unknown ones are left out)."""
+    ids = list(retraction_ids)
+    if not ids:
+        return {}
+    rows = conn.execute(
+        RETRACTED_TYPES, {"ids": ids, "uuid_pattern": _UUID_TEXT.pattern}
+    ).fetchall()
+    return {row[0]: row[1] for row in rows if isinstance(row[1], str)}
+
+
+def handlers_for(event_types: Iterable[str]) -> tuple[ProjectionHandler, ...]:
+    """The distinct handlers registered for any of `event_types`, in a stable order."""
+    chosen: dict[str, ProjectionHandler] = {}
+    for event_type in event_types:
+        for handler in handlers_for_event_type(event_type):
+            chosen.setdefault(handler.name, handler)
+    return tuple(chosen[name] for name in sorted(chosen))
+
+
+def refresh_users(
+    conn: DbConnection, triggers: Mapping[UUID, Iterable[str]], now: datetime
+) -> RefreshSummary:
+    """Recompute, for each user, the projections of the handlers their event types trigger.
+
+    `triggers` maps user id -> event types that changed (retractions already
+    resolved to the retracted type). One query loads all users' events; one
+    statement writes all projections.
+    """
+    per_user = {user_id: handlers_for(types) for user_id, types in triggers.items()}
+    per_user = {user_id: handlers for user_id, handlers in per_user.items() if handlers}
+    if not per_user:
+        return RefreshSummary(0, 0, 0)
+    all_handlers = handlers_for(t for hs in per_user.values() for h in hs for t in h.event_types)
+    input_types = {t for h in all_handlers for t in h.input_event_types}
+    timestamp_only = set.intersection(*(set(h.timestamp_only_event_types) for h in all_handlers))
+    events_by_user = load_events_for_users(conn, per_user, input_types, timestamp_only)
+
+    writes: list[ProjectionWrite] = []
+    events_folded = 0
+    for user_id, handlers in per_user.items():
+        events = events_by_user[user_id]
+        events_folded += len(events)
+        last_event_id = events[-1].id if events else None  # events arrive in fold order
+        outputs = fold_user(events, now, handlers)
+        versions = {(t, k): v for h in handlers for t, k, v in h.outputs}
+        writes.extend(
+            ProjectionWrite(user_id, ptype, key, data, versions[(ptype, key)], last_event_id)
+            for (ptype, key), data in outputs.items()
+        )
+    written = write_projections(conn, writes)
+    return RefreshSummary(len(per_user), written, events_folded)
+
+
+def is_retraction(event_type: str) -> bool:
+    return event_type == RETRACTION_EVENT_TYPE
