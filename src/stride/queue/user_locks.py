@@ -1,0 +1,47 @@
+"""Per-user serialisation: transaction-scoped advisory locks keyed by user id.
+
+The two-int form of the advisory-lock functions takes (namespace, key), so these
+locks live apart from the single-bigint keys used elsewhere (migrations). The
+key folds the 128-bit uuid into 32 bits; two users that collide only serialise
+with each other, which costs a little latency and never correctness.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from uuid import UUID
+
+from stride.storage.connection import DbConnection
+
+# "STRU": any constant works as long as every stride process uses the same one.
+USER_LOCK_NAMESPACE = 0x53545255
+
+# pg_try_advisory_xact_lock: taken inside the handler's transaction and released
+# by its commit or rollback, so a crashed worker never leaves a user locked; the
+# try_ form returns at once when another transaction holds the user, so a busy
+# user's job is deferred instead of blocking a worker.
+TRY_LOCK_USERS_SQL = """
+SELECT key FROM unnest(%s::int[]) AS key
+WHERE pg_try_advisory_xact_lock(%s, key)
+"""
+
+
+def user_lock_key(user_id: UUID) -> int:
+    """Fold a uuid into a signed 32-bit advisory-lock key (xor of its four words)."""
+    value = user_id.int
+    folded = 0
+    for _ in range(4):
+        folded ^= value & 0xFFFF_FFFF
+        value >>= 32
+    return folded - (1 << 32) if folded >= (1 << 31) else folded
+
+
+def try_lock_users(conn: DbConnection, user_ids: Iterable[UUID]) -> set[UUID]:
+    """Lock each user for the current transaction if free; returns the users now held."""
+    by_key: dict[int, list[UUID]] = {}
+    for user_id in set(user_ids):
+        by_key.setdefault(user_lock_key(user_id), []).append(user_id)
+    if not by_key:
+        return set()
+    rows = conn.execute(TRY_LOCK_USERS_SQL, (list(by_key), USER_LOCK_NAMESPACE), prepare=True)
+    return {user_id for (key,) in rows.fetchall() for user_id in by_key[key]}
