@@ -66,14 +66,14 @@ def make_projection_update_handler(
             else:
                 triggers[user_id].add(event_type)
         # A retraction re-runs the handlers of the type it retracts.
-        for retraction_id, retracted_type in resolve_retracted_types(
-            ctx.conn, retractions
-        ).items():
+        for retraction_id, retracted_type in resolve_retracted_types(ctx.conn, retractions).items():
             triggers[retractions[retraction_id]].add(retracted_type)
         known = existing_user_ids(ctx.conn, list(triggers))
         for unknown in set(triggers) - known:
             log.warning("projection.update for unknown user %s: nothing to project", unknown)
-        summary = refresh_users(ctx.conn, {u: t for u, t in triggers.items() if u in known}, clock())
+        summary = refresh_users(
+            ctx.conn, {u: t for u, t in triggers.items() if u in known}, clock()
+        )
         log.debug(
             "projected %d users (%d projections, %d events) for %d jobs",
             summary.users,

@@ -50,7 +50,9 @@ targets AS (
            coalesce(
                latest.id,
                CASE WHEN t.event_type = 'profile.updated'
-                    THEN md5('stride.objective_backfill:' || %(source)s || ':' || c.user_id::text)::uuid
+                    THEN md5(
+                        'stride.objective_backfill:' || %(source)s || ':' || c.user_id::text
+                    )::uuid
                END
            ) AS event_id,
            latest.id IS NULL AS synthetic
@@ -94,6 +96,10 @@ SET next_position = %(next_position)s,
     updated_at = clock_timestamp()
 WHERE job_id = %(job_id)s
 """
+
+
+class ControllerLeaseLostError(RuntimeError):
+    """The controller job's lease was taken over while it was fanning out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +159,7 @@ def run_fan_out(
     job_id: int,
     *,
     chunk_users: int = DEFAULT_CHUNK_USERS,
-    heartbeat: Callable[[], None] = lambda: None,
+    heartbeat: Callable[[], bool] = lambda: True,
     sleep: Callable[[float], None] = time.sleep,
 ) -> FanOutSummary:
     """Fan out the whole snapshot from the checkpoint on, honouring max_rate and cancel.
@@ -182,7 +188,10 @@ def run_fan_out(
             run.users_total,
             jobs,
         )
-        heartbeat()
+        if not heartbeat():
+            # Another worker holds this controller job now; its chunks are
+            # fenced by the run row lock, so stop rather than race it.
+            raise ControllerLeaseLostError(f"backfill {job_id}: lease lost, stopping fan-out")
         if run.max_rate:
             # Throttle: never fan out faster than max_rate users per second.
             ahead = users / run.max_rate - (time.monotonic() - started)

@@ -61,8 +61,10 @@ class RunProgress:
     @property
     def drained(self) -> bool:
         """The controller finished fanning out and no fan-out job is still open."""
-        return self.fanout_done and self.controller_status not in ("pending", "processing") and (
-            self.jobs_open == 0
+        return (
+            self.fanout_done
+            and self.controller_status not in ("pending", "processing")
+            and (self.jobs_open == 0)
         )
 
     @property
@@ -135,8 +137,19 @@ def run_progress(conn: DbConnection, source: str, *, sample: int = 5) -> RunProg
     run = conn.execute(queries["latest_run"], {"source": source}).fetchone()
     if run is None:
         return None
-    (job_id, _, snapshot_id, users_total, next_position, jobs_enqueued, _, _, created_at,
-     fanout_done_at, controller_status) = run
+    (
+        job_id,
+        _,
+        snapshot_id,
+        users_total,
+        next_position,
+        jobs_enqueued,
+        _,
+        _,
+        created_at,
+        fanout_done_at,
+        controller_status,
+    ) = run
     models = current_model_versions()
     coverage = conn.execute(
         queries["snapshot_coverage"],
@@ -172,7 +185,7 @@ def run_progress(conn: DbConnection, source: str, *, sample: int = 5) -> RunProg
         rows = conn.execute(
             queries["dead_jobs_sample"], {"source": source, "limit": sample}
         ).fetchall()
-        progress.dead_sample.extend(tuple(r) for r in rows)  # type: ignore[misc]
+        progress.dead_sample.extend(tuple(r) for r in rows)
     return progress
 
 

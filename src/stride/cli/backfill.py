@@ -83,9 +83,10 @@ def _wait_for_drain(url: str, source: str, timeout: float | None, quiet: bool) -
         TextColumn("users · {task.fields[rate]} jobs/s · {task.fields[open]} jobs open"),
         TimeRemainingColumn(),
     )
-    with connect(url, autocommit=True) as conn, Progress(
-        *columns, console=err_console, disable=quiet
-    ) as bar:
+    with (
+        connect(url, autocommit=True) as conn,
+        Progress(*columns, console=err_console, disable=quiet) as bar,
+    ):
         task = bar.add_task("users", total=None, rate="-", open="-")
         previous: tuple[float, int] | None = None
         while True:

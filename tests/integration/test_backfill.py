@@ -1,0 +1,317 @@
+"""The objective foundation backfill end to end on real PostgreSQL, with in-process workers."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from stride.app import build_registry
+from stride.backfill import BACKFILL_JOB_TYPE
+from stride.backfill.control import cancel_backfill
+from stride.backfill.fanout import fan_out_next_chunk
+from stride.backfill.reports import run_progress, runbook_reports
+from stride.backfill.trigger import BackfillInputError, trigger_backfill
+from stride.backfill.verify import verify_sample, verify_users
+from stride.queue.worker import Worker
+
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
+
+COVERAGE_MISSING = """
+SELECT count(*) FROM users u
+WHERE NOT EXISTS (SELECT 1 FROM projections p WHERE p.user_id = u.id
+                  AND p.projection_type = 'objective_state' AND p.key = 'active')
+   OR NOT EXISTS (SELECT 1 FROM projections p WHERE p.user_id = u.id
+                  AND p.projection_type = 'objective_advisory' AND p.key = 'overview')
+"""
+
+DUPLICATE_FANOUT = """
+SELECT payload->>'user_id', payload->>'event_type', count(*)
+FROM background_jobs
+WHERE job_type = 'projection.update' AND payload->>'source' = %s
+GROUP BY 1, 2 HAVING count(*) > 1
+"""
+
+
+def make_population(
+    conn: psycopg.Connection[Any], users: int, empty_every: int = 4
+) -> list[uuid.UUID]:
+    """Users with a small history each (every `empty_every`-th user has none), loaded
+    as pre-existing history: no organic jobs are queued for it."""
+    ids = [uuid.uuid4() for _ in range(users)]
+    rows = []
+    for n, user_id in enumerate(ids):
+        if n % empty_every == 0:
+            continue
+        base = NOW - timedelta(days=n % 40)
+        rows.append(
+            (
+                user_id,
+                "profile.updated",
+                base - timedelta(days=30),
+                {"training_modality": "running"},
+            )
+        )
+        rows.append(
+            (
+                user_id,
+                "objective.set",
+                base - timedelta(days=20),
+                {
+                    "objective_id": "o1",
+                    "mode": "coach",
+                    "primary_goal": {"type": "endurance", "target": "10k"},
+                },
+            )
+        )
+        for day in range(n % 5):
+            rows.append(
+                (
+                    user_id,
+                    "set.logged",
+                    base - timedelta(days=day),
+                    {"exercise": "squat", "reps": 5},
+                )
+            )
+        rows.append((user_id, "meal.logged", base, {"kcal": 500}))
+    with conn.transaction():
+        conn.execute("SET LOCAL stride.enqueue_projection_updates = 'off'")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO users (id) VALUES (%s)", [(u,) for u in ids])
+            cur.executemany(
+                "INSERT INTO events (user_id, event_type, timestamp, data) VALUES (%s, %s, %s, %s)",
+                [(u, t, ts, json.dumps(d)) for u, t, ts, d in rows],
+            )
+    return ids
+
+
+def drain(database_url: str, batch_size: int = 200) -> None:
+    Worker(database_url, build_registry(), batch_size=batch_size, lease_seconds=30).run(once=True)
+
+
+def test_backfill_covers_every_user_including_those_without_events(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    make_population(conn, 60)
+    result = trigger_backfill(conn, "deploy.v1")
+    assert result.outcome == "enqueued" and result.users == 60
+    drain(database_url)
+
+    assert conn.execute(COVERAGE_MISSING).fetchone() == (0,)
+    reports = {r.name: r for r in runbook_reports(conn, "deploy.v1")}
+    coverage = dict(
+        zip(reports["backfill_coverage"].columns, reports["backfill_coverage"].rows[0], strict=True)
+    )
+    assert coverage["users_total"] == 60
+    assert coverage["users_missing_objective_surfaces_all_users"] == 0
+    assert coverage["users_missing_objective_surfaces_signal_users"] == 0
+    assert reports["backfill_controller_status"].rows == [["completed", 1]]
+    assert [row[0] for row in reports["backfill_fanout_status"].rows] == ["completed"]
+    assert conn.execute(DUPLICATE_FANOUT, ("deploy.v1",)).fetchall() == []
+
+    progress = run_progress(conn, "deploy.v1")
+    assert progress is not None and progress.complete and progress.problems() == []
+    assert progress.users_refreshed == 60 and progress.users_not_on_current_model == 0
+
+
+def test_fanout_payload_and_synthetic_profile_jobs(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    users = make_population(conn, 8)
+    trigger = trigger_backfill(conn, "deploy.v1")
+    payload = conn.execute(
+        "SELECT payload FROM background_jobs WHERE id = %s", (trigger.job_id,)
+    ).fetchone()[0]  # type: ignore[index]
+    assert payload["source"] == "deploy.v1" and payload["include_all_users"] is True
+    assert len(payload["event_types"]) == 9 and payload["user_ids"]["count"] == 8
+    drain(database_url)
+    empty_user = users[0]  # user 0 has no events
+    rows = conn.execute(
+        "SELECT payload FROM background_jobs WHERE job_type = 'projection.update' AND user_id = %s",
+        (empty_user,),
+    ).fetchall()
+    assert len(rows) == 1
+    job = rows[0][0]
+    assert job["event_type"] == "profile.updated" and job["synthetic"] is True
+    assert set(job) >= {"source", "user_id", "event_type", "event_id"}
+    # The synthetic id is deterministic per (source, user).
+    again = conn.execute(
+        "SELECT md5('stride.objective_backfill:' || %s || ':' || %s::text)::uuid::text",
+        ("deploy.v1", empty_user),
+    ).fetchone()
+    assert again == (job["event_id"],)
+
+
+def test_second_trigger_while_in_flight_enqueues_nothing(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    make_population(conn, 5)
+    first = trigger_backfill(conn, "deploy.v1")
+    second = trigger_backfill(conn, "deploy.v1")
+    assert second.outcome == "in_flight" and second.job_id == first.job_id
+    assert second.describe() == f"already in flight ({first.job_id})"
+    drain(database_url)
+    third = trigger_backfill(conn, "deploy.v1")  # the first one completed: a new run is allowed
+    assert third.outcome == "enqueued" and third.job_id != first.job_id
+
+
+def test_two_concurrent_triggers_make_one_job(
+    database_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    make_population(conn, 5)
+    barrier = threading.Barrier(8)
+    outcomes: list[str] = []
+
+    def trigger() -> None:
+        with psycopg.connect(database_url, autocommit=True) as own:
+            barrier.wait()
+            outcomes.append(trigger_backfill(own, "same.second").outcome)
+
+    threads = [threading.Thread(target=trigger) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["enqueued"] + ["in_flight"] * 7
+    count = conn.execute(
+        "SELECT count(*) FROM background_jobs WHERE job_type = %s", (BACKFILL_JOB_TYPE,)
+    ).fetchone()
+    assert count == (1,)
+
+
+def test_hostile_source_is_just_a_label(conn: psycopg.Connection[Any], database_url: str) -> None:
+    make_population(conn, 6)
+    hostile = "x'; DROP TABLE users; --"
+    assert trigger_backfill(conn, hostile).outcome == "enqueued"
+    drain(database_url)
+    assert conn.execute("SELECT count(*) FROM users").fetchone() == (6,)
+    stored = conn.execute(
+        "SELECT payload->>'source' FROM background_jobs WHERE job_type = %s", (BACKFILL_JOB_TYPE,)
+    ).fetchone()
+    assert stored == (hostile,)
+    progress = run_progress(conn, hostile)
+    assert progress is not None and progress.complete
+
+
+@pytest.mark.parametrize("source", ["", "   ", "\t\n"])
+def test_blank_source_is_rejected(conn: psycopg.Connection[Any], source: str) -> None:
+    with pytest.raises(BackfillInputError, match="--source"):
+        trigger_backfill(conn, source)
+
+
+def test_no_users_enqueues_nothing(conn: psycopg.Connection[Any]) -> None:
+    assert trigger_backfill(conn, "deploy.v1").outcome == "no_users"
+    assert conn.execute("SELECT count(*) FROM background_jobs").fetchone() == (0,)
+
+
+def test_fanout_resumes_from_checkpoint_without_duplicates(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    make_population(conn, 30)
+    trigger = trigger_backfill(conn, "deploy.v1")
+    assert trigger.job_id is not None
+    # Two chunks committed, then the controller "dies"; its successor resumes.
+    fan_out_next_chunk(conn, trigger.job_id, chunk_users=7)
+    fan_out_next_chunk(conn, trigger.job_id, chunk_users=7)
+    position = conn.execute(
+        "SELECT next_position FROM backfill_runs WHERE job_id = %s", (trigger.job_id,)
+    ).fetchone()
+    assert position == (15,)
+    drain(database_url)
+    assert conn.execute(DUPLICATE_FANOUT, ("deploy.v1",)).fetchall() == []
+    assert conn.execute(COVERAGE_MISSING).fetchone() == (0,)
+
+
+def test_organic_events_during_backfill_are_projected(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    users = make_population(conn, 20)
+    trigger_backfill(conn, "deploy.v1")
+    conn.execute(
+        "INSERT INTO events (user_id, event_type, timestamp, data) "
+        "VALUES (%s, 'objective.set', %s, %s)",
+        (
+            users[3],
+            NOW + timedelta(days=1),
+            json.dumps({"objective_id": "late", "mode": "journal"}),
+        ),
+    )
+    drain(database_url)
+    data = conn.execute(
+        "SELECT data FROM projections WHERE user_id = %s AND projection_type = 'objective_state'",
+        (users[3],),
+    ).fetchone()[0]  # type: ignore[index]
+    assert data["active_objective"]["objective_id"] == "late"
+    organic = conn.execute(
+        "SELECT status FROM background_jobs WHERE job_type = 'projection.update' "
+        "AND payload->>'source' IS NULL"
+    ).fetchall()
+    assert organic == [("completed",)]
+
+
+def test_cancel_stops_pending_fanout_and_leaves_organic_jobs(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    users = make_population(conn, 20)
+    trigger = trigger_backfill(conn, "deploy.v1")
+    assert trigger.job_id is not None
+    fan_out_next_chunk(conn, trigger.job_id, chunk_users=10)
+    conn.execute(
+        "INSERT INTO events (user_id, event_type, timestamp, data) "
+        "VALUES (%s, 'set.logged', %s, '{}')",
+        (users[1], NOW),
+    )
+    result = cancel_backfill(conn, "deploy.v1")
+    assert result.jobs_cancelled > 0 and result.runs_stopped == 1
+    statuses = dict(
+        conn.execute(
+            "SELECT coalesce(payload->>'source', 'organic'), string_agg(DISTINCT status, ',') "
+            "FROM background_jobs WHERE job_type = 'projection.update' GROUP BY 1"
+        ).fetchall()
+    )
+    assert statuses == {"deploy.v1": "cancelled", "organic": "pending"}
+    drain(database_url)
+    # The controller saw the cancel: no further chunks were fanned out.
+    position = conn.execute(
+        "SELECT next_position FROM backfill_runs WHERE job_id = %s", (trigger.job_id,)
+    ).fetchone()
+    assert position == (11,)
+    progress = run_progress(conn, "deploy.v1")
+    assert progress is not None and not progress.complete
+
+
+def test_verify_finds_no_drift_after_backfill_and_names_tampered_field(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    users = make_population(conn, 12)
+    trigger_backfill(conn, "deploy.v1")
+    drain(database_url)
+    clean = verify_sample(conn, 12)
+    assert clean.users_checked == 12 and clean.drifts == []
+    conn.execute(
+        "UPDATE projections SET data = jsonb_set(data, '{active_objective,mode}', '\"tampered\"') "
+        "WHERE user_id = %s AND projection_type = 'objective_state'",
+        (users[5],),
+    )
+    result = verify_users(conn, [users[5]])
+    assert len(result.drifts) == 1
+    drift = result.drifts[0]
+    assert drift.user_id == users[5] and drift.path == "active_objective.mode"
+    assert drift.stored == "tampered"
+
+
+def test_old_model_version_is_reported(conn: psycopg.Connection[Any], database_url: str) -> None:
+    make_population(conn, 6)
+    trigger_backfill(conn, "v1")
+    drain(database_url)
+    conn.execute(
+        "UPDATE projections SET model_version = 'objective_state/old' "
+        "WHERE projection_type = 'objective_state'"
+    )
+    progress = run_progress(conn, "v1")
+    assert progress is not None and progress.users_not_on_current_model == 6
