@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stride.cli import db
+from stride.cli import backfill, db, events, projections, users
 
 app = typer.Typer(
     help="stride keeps training-data projections correct: events, queue, backfill.",
@@ -14,6 +14,10 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(db.app, name="db")
+app.add_typer(users.app, name="users")
+app.add_typer(events.app, name="events")
+app.add_typer(projections.app, name="projections")
+app.add_typer(backfill.app, name="backfill")
 
 if __name__ == "__main__":
     app()
