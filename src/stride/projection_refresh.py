@@ -8,12 +8,12 @@ the organic path share one efficient code path.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from stride.domain.events import RETRACTION_EVENT_TYPE
+from stride.domain.events import Event
 from stride.projections.registry import ProjectionHandler, fold_user, handlers_for_event_type
 from stride.storage.connection import DbConnection
 from stride.storage.projection_store import (
@@ -64,6 +64,17 @@ def handlers_for(event_types: Iterable[str]) -> tuple[ProjectionHandler, ...]:
     return tuple(chosen[name] for name in sorted(chosen))
 
 
+def load_events_for_handlers(
+    conn: DbConnection, user_ids: Collection[UUID], handlers: Iterable[ProjectionHandler]
+) -> dict[UUID, list[Event]]:
+    """Each user's events that any of `handlers` reads, in one query."""
+    chosen = list(handlers)
+    input_types = {t for h in chosen for t in h.input_event_types}
+    # A type is loaded collapsed only when every handler is content with that.
+    daily = set.intersection(*(set(h.timestamp_only_event_types) for h in chosen))
+    return load_events_for_users(conn, user_ids, input_types, daily)
+
+
 def refresh_users(
     conn: DbConnection, triggers: Mapping[UUID, Iterable[str]], now: datetime
 ) -> RefreshSummary:
@@ -77,17 +88,15 @@ def refresh_users(
     per_user = {user_id: handlers for user_id, handlers in per_user.items() if handlers}
     if not per_user:
         return RefreshSummary(0, 0, 0)
-    all_handlers = handlers_for(t for hs in per_user.values() for h in hs for t in h.event_types)
-    input_types = {t for h in all_handlers for t in h.input_event_types}
-    timestamp_only = set.intersection(*(set(h.timestamp_only_event_types) for h in all_handlers))
-    events_by_user = load_events_for_users(conn, per_user, input_types, timestamp_only)
+    all_handlers = {h.name: h for hs in per_user.values() for h in hs}.values()
+    events_by_user = load_events_for_handlers(conn, per_user, all_handlers)
 
     writes: list[ProjectionWrite] = []
     events_folded = 0
     for user_id, handlers in per_user.items():
         events = events_by_user[user_id]
         events_folded += len(events)
-        last_event_id = events[-1].id if events else None  # events arrive in fold order
+        last_event_id = max(events, key=lambda e: e.order_key).id if events else None
         outputs = fold_user(events, now, handlers)
         versions = {(t, k): v for h in handlers for t, k, v in h.outputs}
         writes.extend(
@@ -96,7 +105,3 @@ def refresh_users(
         )
     written = write_projections(conn, writes)
     return RefreshSummary(len(per_user), written, events_folded)
-
-
-def is_retraction(event_type: str) -> bool:
-    return event_type == RETRACTION_EVENT_TYPE

@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from stride.projection_refresh import load_events_for_handlers
 from stride.projections.registry import HANDLERS, fold_user
 from stride.storage.connection import DbConnection
-from stride.storage.projection_store import load_events_for_users
 
 # Fields that record when a projection was computed rather than what it says.
 TIME_FIELDS = frozenset({"generated_at"})
@@ -98,9 +98,7 @@ def verify_users(conn: DbConnection, user_ids: Sequence[UUID]) -> VerifyResult:
     stored: dict[UUID, dict[tuple[str, str], Any]] = {u: {} for u in user_ids}
     for user_id, ptype, key, data in conn.execute(STORED, {"user_ids": list(user_ids)}):
         stored[user_id][(ptype, key)] = data
-    input_types = {t for h in HANDLERS for t in h.input_event_types}
-    timestamp_only = set.intersection(*(set(h.timestamp_only_event_types) for h in HANDLERS))
-    events = load_events_for_users(conn, user_ids, input_types, timestamp_only)
+    events = load_events_for_handlers(conn, user_ids, HANDLERS)
     drifts: list[Drift] = []
     checked = 0
     for user_id in user_ids:

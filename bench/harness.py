@@ -1,0 +1,204 @@
+"""Shared machinery for stride's benchmarks: scratch databases, worker processes, latency probes.
+
+Benchmarks are scripts, not tests: they print medians and ratios from one run.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psutil
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from stride.storage.event_store import NewEvent, append_event
+from stride.storage.migrations import migrate
+
+DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def with_dbname(url: str, dbname: str) -> str:
+    params = conninfo_to_dict(url)
+    params["dbname"] = dbname
+    return make_conninfo("", **params)
+
+
+def database_exists(server_url: str, name: str) -> bool:
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        row = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    return row is not None
+
+
+def create_database(server_url: str, name: str, *, replace: bool = True) -> str:
+    """Create (or recreate) a migrated scratch database and return its URL."""
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        if replace:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+            )
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = with_dbname(server_url, name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrate(conn)
+    return url
+
+
+def drop_database(server_url: str, name: str) -> None:
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+@dataclass
+class WorkerFleet:
+    """`stride worker` processes plus a sampler of their peak resident memory."""
+
+    processes: list[subprocess.Popen[bytes]]
+    peak_rss: dict[int, int] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def sample_forever(self, interval: float = 0.2) -> None:
+        while not self._stop.is_set():
+            for proc in self.processes:
+                try:
+                    rss = psutil.Process(proc.pid).memory_info().rss
+                except psutil.Error:
+                    continue
+                self.peak_rss[proc.pid] = max(self.peak_rss.get(proc.pid, 0), rss)
+            self._stop.wait(interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.processes:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@contextmanager
+def worker_fleet(
+    database_url: str, workers: int, extra_args: Sequence[str] = (), log_path: str | None = None
+) -> Iterator[WorkerFleet]:
+    """Start `workers` real worker processes; SIGTERM them on exit."""
+    log = open(log_path or os.devnull, "ab")  # noqa: SIM115 - closed below
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "stride.cli.main",
+                "worker",
+                "--database-url",
+                database_url,
+                *extra_args,
+            ],
+            stdout=log,
+            stderr=log,
+        )
+        for _ in range(workers)
+    ]
+    fleet = WorkerFleet(procs)
+    sampler = threading.Thread(target=fleet.sample_forever, daemon=True)
+    sampler.start()
+    try:
+        yield fleet
+    finally:
+        fleet.stop()
+        sampler.join(timeout=2)
+        log.close()
+
+
+WAIT_BOTH_PROJECTIONS = """
+SELECT count(*) FROM projections
+WHERE user_id = %(user_id)s
+  AND projection_type IN ('objective_state', 'objective_advisory')
+  AND last_event_id = %(event_id)s
+"""
+
+
+@dataclass
+class LatencyProbe:
+    """Appends organic events one at a time and times commit -> both projections written."""
+
+    database_url: str
+    user_ids: Sequence[uuid.UUID]
+    interval: float = 0.1
+    timeout: float = 30.0
+    samples: list[float] = field(default_factory=list)
+    timeouts: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, count: int | None = None) -> None:
+        rng = random.Random(7)
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            n = 0
+            while not self._stop.is_set() and (count is None or n < count):
+                n += 1
+                user_id = rng.choice(self.user_ids)
+                result = append_event(
+                    conn,
+                    NewEvent(
+                        user_id=user_id,
+                        event_type="objective.updated",
+                        timestamp=datetime.now(UTC),
+                        data={"objective_id": "bench", "hypothesis": f"probe {n}"},
+                    ),
+                )
+                committed = time.perf_counter()
+                deadline = committed + self.timeout
+                while time.perf_counter() < deadline:
+                    row = conn.execute(
+                        WAIT_BOTH_PROJECTIONS, {"user_id": user_id, "event_id": result.id}
+                    ).fetchone()
+                    if row and row[0] == 2:
+                        self.samples.append(time.perf_counter() - committed)
+                        break
+                    time.sleep(0.002)
+                else:
+                    self.timeouts += 1
+                self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) by nearest rank; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def sample_user_ids(database_url: str, n: int) -> list[uuid.UUID]:
+    with psycopg.connect(database_url) as conn:
+        rows: list[Any] = conn.execute(
+            "SELECT id FROM users ORDER BY random() LIMIT %s", (n,)
+        ).fetchall()
+    return [row[0] for row in rows]
