@@ -24,7 +24,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import (  # noqa: E402
+from bench.harness import (
     DEFAULT_SERVER,
     LatencyProbe,
     create_database,
@@ -35,9 +35,9 @@ from bench.harness import (  # noqa: E402
     with_dbname,
     worker_fleet,
 )
-from stride.backfill.reports import run_progress  # noqa: E402
-from stride.backfill.trigger import trigger_backfill  # noqa: E402
-from stride.storage.population import seed_population  # noqa: E402
+from stride.backfill.reports import run_progress
+from stride.backfill.trigger import trigger_backfill
+from stride.storage.population import seed_population
 
 
 def prepared_database(server: str, users: int, seed: int, reuse: bool) -> str:

@@ -5,12 +5,9 @@ Benchmarks are scripts, not tests: they print medians and ratios from one run.
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import statistics
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -25,6 +22,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from stride.queue.processes import running_workers
 from stride.storage.event_store import NewEvent, append_event
 from stride.storage.migrations import migrate
 
@@ -68,7 +66,7 @@ def drop_database(server_url: str, name: str) -> None:
 
 @dataclass
 class WorkerFleet:
-    """`stride worker` processes plus a sampler of their peak resident memory."""
+    """Peak resident memory of a set of worker processes, sampled in the background."""
 
     processes: list[subprocess.Popen[bytes]]
     peak_rss: dict[int, int] = field(default_factory=dict)
@@ -84,49 +82,21 @@ class WorkerFleet:
                 self.peak_rss[proc.pid] = max(self.peak_rss.get(proc.pid, 0), rss)
             self._stop.wait(interval)
 
-    def stop(self) -> None:
-        self._stop.set()
-        for proc in self.processes:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.processes:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
 
 @contextmanager
 def worker_fleet(
-    database_url: str, workers: int, extra_args: Sequence[str] = (), log_path: str | None = None
+    database_url: str, workers: int, extra_args: Sequence[str] = ()
 ) -> Iterator[WorkerFleet]:
-    """Start `workers` real worker processes; SIGTERM them on exit."""
-    log = open(log_path or os.devnull, "ab")  # noqa: SIM115 - closed below
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "stride.cli.main",
-                "worker",
-                "--database-url",
-                database_url,
-                *extra_args,
-            ],
-            stdout=log,
-            stderr=log,
-        )
-        for _ in range(workers)
-    ]
-    fleet = WorkerFleet(procs)
-    sampler = threading.Thread(target=fleet.sample_forever, daemon=True)
-    sampler.start()
-    try:
-        yield fleet
-    finally:
-        fleet.stop()
-        sampler.join(timeout=2)
-        log.close()
+    """Real `stride worker` processes with an RSS sampler; SIGTERMed on exit."""
+    with running_workers(database_url, workers, extra_args) as processes:
+        fleet = WorkerFleet(processes)
+        sampler = threading.Thread(target=fleet.sample_forever, daemon=True)
+        sampler.start()
+        try:
+            yield fleet
+        finally:
+            fleet._stop.set()
+            sampler.join(timeout=2)
 
 
 WAIT_BOTH_PROJECTIONS = """
