@@ -1,0 +1,328 @@
+"""The worker in-process on real PostgreSQL: transactions, retries, batches, users, wake-ups."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from tests.conftest import wait_until
+
+from stride.queue import jobs as q
+from stride.queue.jobs import NewJob, RetryPolicy
+from stride.queue.user_locks import USER_LOCK_NAMESPACE, user_lock_key
+from stride.queue.worker import BatchContext, HandlerRegistry, JobContext, Worker
+
+Conn = psycopg.Connection[Any]
+FAST_RETRY = RetryPolicy(base_seconds=0.02, max_seconds=0.1)
+
+EFFECTS = "CREATE TABLE effects (job_id bigint NOT NULL, note text)"
+
+
+@pytest.fixture
+def effects(conn: Conn) -> Conn:
+    conn.execute(EFFECTS)
+    return conn
+
+
+WorkerStarter = Callable[..., Worker]
+
+
+@pytest.fixture
+def start_worker(database_url: str) -> Iterator[WorkerStarter]:
+    """Start workers on threads; every one is stopped and joined at teardown."""
+    running: list[tuple[Worker, threading.Thread]] = []
+
+    def start(registry: HandlerRegistry, **options: Any) -> Worker:
+        options.setdefault("retry_policy", FAST_RETRY)
+        options.setdefault("poll_interval", 0.2)
+        worker = Worker(database_url, registry, **options)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        running.append((worker, thread))
+        return worker
+
+    yield start
+    for worker, _ in running:
+        worker.stop()
+    for _, thread in running:
+        thread.join(timeout=20)
+        assert not thread.is_alive(), "worker did not stop"
+
+
+def statuses(conn: Conn) -> dict[str, int]:
+    rows = conn.execute("SELECT status, count(*) FROM background_jobs GROUP BY status").fetchall()
+    return dict(rows)
+
+
+def listeners(conn: Conn) -> int:
+    """Worker connections that are LISTENing on this test's database."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'stride-listener' "
+        "AND datname = current_database() AND query ILIKE 'LISTEN%%'"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def all_due(conn: Conn) -> bool:
+    row = conn.execute("SELECT now() >= max(scheduled_for) FROM background_jobs").fetchone()
+    return bool(row and row[0])
+
+
+def job_row(conn: Conn, job_id: int) -> tuple[Any, ...]:
+    row = conn.execute(
+        "SELECT status, attempt, error_message FROM background_jobs WHERE id = %s", (job_id,)
+    ).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def test_handler_writes_and_completion_commit_together(database_url: str, effects: Conn) -> None:
+    registry = HandlerRegistry()
+
+    def handle(ctx: JobContext) -> None:
+        ctx.conn.execute("INSERT INTO effects VALUES (%s, %s)", (ctx.job.id, "attempt"))
+        if ctx.job.payload.get("fail") and ctx.job.attempt == 1:
+            raise RuntimeError("first attempt fails after writing")
+
+    registry.register("t", handle)
+    ok = q.enqueue(effects, NewJob("t", {})).job_id
+    flaky = q.enqueue(effects, NewJob("t", {"fail": True})).job_id
+    Worker(database_url, registry, retry_policy=FAST_RETRY).run(once=True)
+    wait_until(lambda: job_row(effects, flaky)[0] == "pending", what="flaky job rescheduled")
+    assert job_row(effects, flaky)[2] == "RuntimeError: first attempt fails after writing"
+    # The failed attempt's write was rolled back with it.
+    assert effects.execute("SELECT job_id FROM effects").fetchall() == [(ok,)]
+    wait_until(lambda: all_due(effects), what="backoff over")
+    Worker(database_url, registry, retry_policy=FAST_RETRY).run(once=True)
+    assert job_row(effects, flaky)[:2] == ("completed", 2)
+    assert sorted(r[0] for r in effects.execute("SELECT job_id FROM effects")) == [ok, flaky]
+
+
+def test_poison_job_ends_dead_after_max_retries_with_its_error(
+    start_worker: WorkerStarter, conn: Conn
+) -> None:
+    calls: list[int] = []
+    registry = HandlerRegistry()
+
+    def poison(ctx: JobContext) -> None:
+        calls.append(ctx.job.attempt)
+        raise ValueError("cannot digest this payload")
+
+    registry.register("poison", poison)
+    job_id = q.enqueue(conn, NewJob("poison", {}, max_retries=3)).job_id
+    start_worker(registry)
+    wait_until(lambda: job_row(conn, job_id)[0] == "dead", what="poison job dead")
+    assert job_row(conn, job_id) == ("dead", 4, "ValueError: cannot digest this payload")
+    assert calls == [1, 2, 3, 4]
+
+
+def test_job_without_handler_goes_dead_with_a_clear_message(database_url: str, conn: Conn) -> None:
+    registry = HandlerRegistry()
+    registry.register("known", lambda ctx: None)
+    job_id = q.enqueue(conn, NewJob("mystery.type", {})).job_id
+    Worker(database_url, registry).run(once=True)
+    status, attempt, error = job_row(conn, job_id)
+    assert (status, attempt) == ("dead", 1)
+    assert "no handler registered for job type 'mystery.type'" in error
+    assert "registered: known" in error
+
+
+def test_batch_handler_gets_jobs_together_and_a_poison_job_cannot_fail_its_neighbours(
+    database_url: str, effects: Conn
+) -> None:
+    batch_sizes: list[int] = []
+    registry = HandlerRegistry()
+
+    def handle(ctx: BatchContext) -> None:
+        batch_sizes.append(len(ctx.jobs))
+        for job in ctx.jobs:
+            if job.payload.get("poison"):
+                raise ValueError(f"poison {job.id}")
+            ctx.conn.execute("INSERT INTO effects VALUES (%s, 'done')", (job.id,))
+
+    registry.register_batch("b", handle)
+    q.enqueue_many(effects, [NewJob("b", {"i": i}) for i in range(30)])
+    poison = q.enqueue(effects, NewJob("b", {"poison": True}, max_retries=1)).job_id
+    q.enqueue_many(effects, [NewJob("b", {"i": i}) for i in range(30, 40)])
+    worker = Worker(database_url, registry, batch_size=100, retry_policy=FAST_RETRY)
+    wait_until(
+        lambda: worker.run(once=True) or job_row(effects, poison)[0] == "dead", what="poison dead"
+    )
+    assert batch_sizes[0] == 41  # the whole batch at once, then one at a time after the failure
+    assert statuses(effects) == {"completed": 40, "dead": 1}
+    assert job_row(effects, poison) == ("dead", 2, f"ValueError: poison {poison}")
+    effect_counts = effects.execute("SELECT count(DISTINCT job_id), count(*) FROM effects")
+    assert effect_counts.fetchone() == (40, 40)
+
+
+def test_batch_handler_defers_jobs_without_spending_attempts(database_url: str, conn: Conn) -> None:
+    seen: Counter[int] = Counter()
+    registry = HandlerRegistry()
+
+    def handle(ctx: BatchContext) -> None:
+        for job in ctx.jobs:
+            seen[job.id] += 1
+            if job.payload["later"] and seen[job.id] == 1:
+                ctx.defer(job, 3600)
+
+    registry.register_batch("b", handle)
+    q.enqueue_many(conn, [NewJob("b", {"later": i % 2 == 0}) for i in range(10)])
+    Worker(database_url, registry).run(once=True)
+    assert statuses(conn) == {"completed": 5, "pending": 5}
+    rows = conn.execute(
+        "SELECT attempt, scheduled_for > now() + interval '50 minutes' FROM background_jobs "
+        "WHERE status = 'pending'"
+    ).fetchall()
+    assert set(rows) == {(0, True)}
+
+
+def test_projection_work_for_one_user_never_runs_concurrently(
+    start_worker: WorkerStarter, conn: Conn
+) -> None:
+    users = [uuid.uuid4() for _ in range(4)]
+    guard = threading.Lock()
+    active: Counter[uuid.UUID] = Counter()
+    most_per_user: Counter[uuid.UUID] = Counter()
+    most_overall = [0]
+    registry = HandlerRegistry()
+
+    def handle(ctx: BatchContext) -> None:
+        mine = {job.user_id for job in ctx.jobs if job.user_id is not None}
+        with guard:
+            for user in mine:
+                active[user] += 1
+                most_per_user[user] = max(most_per_user[user], active[user])
+            most_overall[0] = max(most_overall[0], sum(1 for n in active.values() if n))
+        time.sleep(0.02)  # a handler that takes a while, so workers overlap
+        with guard:
+            for user in mine:
+                active[user] -= 1
+
+    registry.register_batch("projection.update", handle, serialize_by_user=True)
+    q.enqueue_many(
+        conn,
+        [NewJob("projection.update", {"n": n}, user_id=users[n % 4]) for n in range(200)],
+    )
+    for _ in range(2):
+        start_worker(registry, concurrency=3, batch_size=3, user_busy_delay=0.02)
+    wait_until(lambda: statuses(conn) == {"completed": 200}, what="all jobs completed")
+    assert max(most_per_user.values()) == 1
+    assert most_overall[0] > 1  # different users did run in parallel
+    # Jobs deferred because their user was busy did not spend an attempt.
+    assert conn.execute("SELECT max(attempt) FROM background_jobs").fetchone() == (1,)
+
+
+def test_single_handler_can_serialise_by_user(database_url: str, conn: Conn) -> None:
+    user = uuid.uuid4()
+    registry = HandlerRegistry()
+    registry.register("p", lambda ctx: None, serialize_by_user=True)
+    job_id = q.enqueue(conn, NewJob("p", {}, user_id=user)).job_id
+    with psycopg.connect(database_url) as holder:
+        # Another transaction holds the user's lock: the job is deferred, not run.
+        holder.execute(
+            "SELECT pg_advisory_xact_lock(%s, %s)",
+            (USER_LOCK_NAMESPACE, user_lock_key(user)),
+        )
+        Worker(database_url, registry, user_busy_delay=0.01).run(once=True)
+        assert job_row(conn, job_id)[:2] == ("pending", 0)
+    wait_until(lambda: all_due(conn), what="deferral over")
+    Worker(database_url, registry).run(once=True)
+    assert job_row(conn, job_id)[:2] == ("completed", 1)
+
+
+def test_heartbeat_keeps_a_long_job_leased(start_worker: WorkerStarter, conn: Conn) -> None:
+    runs: list[int] = []
+    release = threading.Event()
+    registry = HandlerRegistry()
+
+    def slow(ctx: JobContext) -> None:
+        runs.append(ctx.job.attempt)
+        release.wait(10)
+        assert ctx.heartbeat()
+
+    registry.register("slow", slow)
+    job_id = q.enqueue(conn, NewJob("slow", {})).job_id
+    start_worker(registry, lease_seconds=0.6)
+    start_worker(registry, lease_seconds=0.6)
+    wait_until(lambda: runs, what="job started")
+    # Three leases long: without heartbeats another worker would reclaim it.
+    deadline = conn.execute("SELECT clock_timestamp() + interval '2 seconds'").fetchone()[0]  # type: ignore[index]
+    wait_until(
+        lambda: conn.execute("SELECT clock_timestamp() > %s", (deadline,)).fetchone()[0],  # type: ignore[index]
+        what="three leases passed",
+    )
+    assert job_row(conn, job_id)[:2] == ("processing", 1)
+    release.set()
+    wait_until(lambda: job_row(conn, job_id)[0] == "completed", what="completed")
+    assert runs == [1]
+
+
+def test_notification_wakes_an_idle_worker(start_worker: WorkerStarter, conn: Conn) -> None:
+    registry = HandlerRegistry()
+    registry.register("t", lambda ctx: None)
+    start_worker(registry, poll_interval=60)
+    wait_until(lambda: listeners(conn), what="listener up")
+    job_id = q.enqueue(conn, NewJob("t", {})).job_id
+    # Far sooner than the 60 s poll: only the notification can explain it.
+    wait_until(lambda: job_row(conn, job_id)[0] == "completed", timeout=10, what="woken")
+
+
+def test_worker_survives_terminated_connections(start_worker: WorkerStarter, conn: Conn) -> None:
+    started = threading.Event()
+    registry = HandlerRegistry()
+
+    def handle(ctx: JobContext) -> None:
+        if ctx.job.payload.get("stall") and ctx.job.attempt == 1:
+            started.set()
+            while True:  # until the test terminates our backend
+                ctx.conn.execute("SELECT pg_sleep(0.05)")
+
+    registry.register("t", handle)
+    start_worker(registry, poll_interval=60)
+    wait_until(lambda: listeners(conn), what="listener up")
+    job_id = q.enqueue(conn, NewJob("t", {"stall": True})).job_id
+    assert started.wait(20)
+    killed = conn.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name LIKE 'stride-%%'"
+    ).fetchone()
+    assert killed is not None and killed[0] >= 3  # runner, listener and keeper
+    wait_until(lambda: job_row(conn, job_id)[0] == "completed", what="retried after reconnect")
+    _, attempt, error = job_row(conn, job_id)
+    assert attempt == 2 and "connection lost" in error
+    # The listener reconnected too: a new job is picked up without the 60 s poll.
+    wait_until(lambda: listeners(conn), what="listener back")
+    again = q.enqueue(conn, NewJob("t", {})).job_id
+    wait_until(lambda: job_row(conn, again)[0] == "completed", timeout=10, what="woken again")
+
+
+def test_stop_finishes_the_job_in_hand_and_releases_the_rest(database_url: str, conn: Conn) -> None:
+    in_handler = threading.Event()
+    carry_on = threading.Event()
+    registry = HandlerRegistry()
+
+    def handle(ctx: JobContext) -> None:
+        in_handler.set()
+        carry_on.wait(10)
+
+    registry.register("t", handle)
+    q.enqueue_many(conn, [NewJob("t", {}) for _ in range(10)])
+    worker = Worker(database_url, registry, batch_size=10)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    assert in_handler.wait(10)
+    worker.stop()
+    carry_on.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert statuses(conn) == {"completed": 1, "pending": 9}
+    assert conn.execute(
+        "SELECT count(*) FROM background_jobs WHERE status = 'pending' AND attempt = 0 "
+        "AND locked_by IS NULL"
+    ).fetchone() == (9,)
