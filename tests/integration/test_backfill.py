@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import psycopg
 import pytest
+from tests.populations import NOW, make_population
 
 from stride.app import build_registry
 from stride.backfill import BACKFILL_JOB_TYPE
@@ -19,8 +19,6 @@ from stride.backfill.reports import run_progress, runbook_reports
 from stride.backfill.trigger import BackfillInputError, trigger_backfill
 from stride.backfill.verify import verify_sample, verify_users
 from stride.queue.worker import Worker
-
-NOW = datetime(2026, 11, 1, tzinfo=UTC)
 
 COVERAGE_MISSING = """
 SELECT count(*) FROM users u
@@ -36,58 +34,6 @@ FROM background_jobs
 WHERE job_type = 'projection.update' AND payload->>'source' = %s
 GROUP BY 1, 2 HAVING count(*) > 1
 """
-
-
-def make_population(
-    conn: psycopg.Connection[Any], users: int, empty_every: int = 4
-) -> list[uuid.UUID]:
-    """Users with a small history each (every `empty_every`-th user has none), loaded
-    as pre-existing history: no organic jobs are queued for it."""
-    ids = [uuid.uuid4() for _ in range(users)]
-    rows = []
-    for n, user_id in enumerate(ids):
-        if n % empty_every == 0:
-            continue
-        base = NOW - timedelta(days=n % 40)
-        rows.append(
-            (
-                user_id,
-                "profile.updated",
-                base - timedelta(days=30),
-                {"training_modality": "running"},
-            )
-        )
-        rows.append(
-            (
-                user_id,
-                "objective.set",
-                base - timedelta(days=20),
-                {
-                    "objective_id": "o1",
-                    "mode": "coach",
-                    "primary_goal": {"type": "endurance", "target": "10k"},
-                },
-            )
-        )
-        for day in range(n % 5):
-            rows.append(
-                (
-                    user_id,
-                    "set.logged",
-                    base - timedelta(days=day),
-                    {"exercise": "squat", "reps": 5},
-                )
-            )
-        rows.append((user_id, "meal.logged", base, {"kcal": 500}))
-    with conn.transaction():
-        conn.execute("SET LOCAL stride.enqueue_projection_updates = 'off'")
-        with conn.cursor() as cur:
-            cur.executemany("INSERT INTO users (id) VALUES (%s)", [(u,) for u in ids])
-            cur.executemany(
-                "INSERT INTO events (user_id, event_type, timestamp, data) VALUES (%s, %s, %s, %s)",
-                [(u, t, ts, json.dumps(d)) for u, t, ts, d in rows],
-            )
-    return ids
 
 
 def drain(database_url: str, batch_size: int = 200) -> None:
