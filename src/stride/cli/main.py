@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stride.cli import backfill, db, events, projections, users
+from stride.cli import backfill, db, events, jobs, projections, users, worker
 
 app = typer.Typer(
     help="stride keeps training-data projections correct: events, queue, backfill.",
@@ -18,6 +18,8 @@ app.add_typer(users.app, name="users")
 app.add_typer(events.app, name="events")
 app.add_typer(projections.app, name="projections")
 app.add_typer(backfill.app, name="backfill")
+app.add_typer(jobs.app, name="jobs")
+app.command("worker")(worker.worker_command)
 
 if __name__ == "__main__":
     app()

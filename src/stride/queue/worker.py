@@ -174,6 +174,7 @@ class Worker:
         self._held: dict[int, ClaimedJob] = {}
         self._keeper_lock = threading.Lock()
         self._keeper_conn: DbConnection | None = None
+        self._crash: Exception | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -224,6 +225,8 @@ class Worker:
                     thread.join(timeout=5)
                 self._close_keeper()
         logger.info("worker_stop worker_id=%s", self.worker_id)
+        if self._crash is not None:
+            raise self._crash
 
     @contextlib.contextmanager
     def _signals_stop_worker(self) -> Iterator[None]:
@@ -263,8 +266,9 @@ class Worker:
         runner = _Runner(self, lease_owner)
         try:
             runner.loop(once)
-        except Exception:
+        except Exception as exc:
             logger.exception("runner crashed lease_owner=%s", lease_owner)
+            self._crash = exc
             self.stop()
         finally:
             runner.close()
