@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stride.cli import backfill, db, events, jobs, projections, users, worker
+from stride.cli import backfill, db, demo, events, jobs, projections, users, worker
 
 app = typer.Typer(
     help="stride keeps training-data projections correct: events, queue, backfill.",
@@ -16,6 +16,7 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 app.add_typer(users.app, name="users")
 app.add_typer(events.app, name="events")
+app.add_typer(demo.app, name="demo")
 app.add_typer(projections.app, name="projections")
 app.add_typer(backfill.app, name="backfill")
 app.add_typer(jobs.app, name="jobs")
