@@ -193,4 +193,6 @@ def _render_summary(path: Path, summary: ImportSummary, seconds: float) -> None:
     )
     hidden = summary.rejected - len(shown)
     if hidden:
-        console.print(f"… and {hidden:,} more rejected lines (--json lists up to 1,000)")
+        console.print(
+            f"… and {hidden:,} more rejected lines (--json lists up to 1,000)", highlight=False
+        )
