@@ -52,7 +52,15 @@ def _checked_source(source: str) -> str:
 
 def _render_reports(reports: list[Report]) -> None:
     for report in reports:
-        render_table(report.title, report.columns, report.rows)
+        if len(report.rows) == 1 and len(report.columns) > 2:
+            # One wide row (coverage, lag) reads better as name/value pairs.
+            render_table(
+                report.title,
+                ["measure", "value"],
+                list(zip(report.columns, report.rows[0], strict=True)),
+            )
+        else:
+            render_table(report.title, report.columns, report.rows)
 
 
 def _render_progress(progress: RunProgress) -> None:
@@ -73,7 +81,7 @@ def _render_progress(progress: RunProgress) -> None:
         err_console.print(f"[yellow]not complete:[/yellow] {problem}", highlight=False)
 
 
-def _wait_for_drain(url: str, source: str, timeout: float | None, quiet: bool) -> RunProgress:
+def wait_for_drain(url: str, source: str, timeout: float | None, quiet: bool) -> RunProgress:
     """Poll the run until its fan-out has drained, drawing a progress bar."""
     deadline = None if timeout is None else time.monotonic() + timeout
     columns = (
@@ -115,7 +123,7 @@ def _wait_for_drain(url: str, source: str, timeout: float | None, quiet: bool) -
             time.sleep(1.0)
 
 
-def _report(
+def print_report(
     conn: DbConnection, source: str, as_json: bool, extra: dict[str, Any] | None = None
 ) -> RunProgress | None:
     reports = runbook_reports(conn, source)
@@ -166,13 +174,13 @@ def objective_foundation(
                 print_json({"trigger": trigger_doc})
             return
         if wait:
-            _wait_for_drain(target.url, source, timeout, quiet=as_json)
+            wait_for_drain(target.url, source, timeout, quiet=as_json)
         if no_verify:
             if as_json:
                 print_json({"trigger": trigger_doc})
             return
         with connect(target.url, autocommit=True) as conn:
-            progress = _report(conn, source, as_json, {"trigger": trigger_doc})
+            progress = print_report(conn, source, as_json, {"trigger": trigger_doc})
     if wait and (progress is None or not progress.complete):
         raise typer.Exit(1)
 
@@ -190,9 +198,9 @@ def status(
     with database_errors():
         target = database(database_url)
         if wait:
-            _wait_for_drain(target.url, source, timeout, quiet=as_json)
+            wait_for_drain(target.url, source, timeout, quiet=as_json)
         with connect(target.url, autocommit=True) as conn:
-            progress = _report(conn, source, as_json)
+            progress = print_report(conn, source, as_json)
     if progress is None:
         fail(f"no backfill was ever triggered for source {source!r}")
     if not progress.complete:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import typer
@@ -14,6 +15,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from stride.backfill.trigger import trigger_backfill
+from stride.cli.backfill import print_report, wait_for_drain
 from stride.cli.common import (
     DatabaseUrlOption,
     JsonOption,
@@ -24,8 +27,10 @@ from stride.cli.common import (
     print_json,
     typer_app,
 )
-from stride.storage.connection import connect
-from stride.storage.population import seed_population
+from stride.queue.processes import running_workers
+from stride.storage.connection import DbConnection, connect, data_dir
+from stride.storage.migrations import migrate
+from stride.storage.population import SeedSummary, seed_population
 
 app = typer_app("Synthetic data for demos, tests and benchmarks.")
 
@@ -44,15 +49,8 @@ def seed_command(
     """
     with database_errors():
         target = database(database_url)
-        with connect(target.url, autocommit=True) as conn, _progress(as_json) as progress:
-            task = progress.add_task("seeding", total=users, events=0, rate=0.0)
-
-            def advance(users_done: int, events: int) -> None:
-                elapsed = progress.tasks[task].elapsed or 0.0
-                rate = events / elapsed if elapsed else 0.0
-                progress.update(task, completed=users_done, events=events, rate=rate)
-
-            summary = seed_population(conn, users, seed, progress=advance)
+        with connect(target.url, autocommit=True) as conn:
+            summary = _seed_with_progress(conn, users, seed, quiet=as_json)
     if as_json:
         print_json(
             {
@@ -66,6 +64,22 @@ def seed_command(
             }
         )
         return
+    _print_seed_summary(summary, users, seed)
+
+
+def _seed_with_progress(conn: DbConnection, users: int, seed: int, quiet: bool) -> SeedSummary:
+    with _progress(quiet) as progress:
+        task = progress.add_task("seeding", total=users, events=0, rate=0.0)
+
+        def advance(users_done: int, events: int) -> None:
+            elapsed = progress.tasks[task].elapsed or 0.0
+            rate = events / elapsed if elapsed else 0.0
+            progress.update(task, completed=users_done, events=events, rate=rate)
+
+        return seed_population(conn, users, seed, progress=advance)
+
+
+def _print_seed_summary(summary: SeedSummary, users: int, seed: int) -> None:
     if summary.already_seeded:
         console.print(
             f"already seeded: all {users:,} users of seed {seed} exist; nothing written",
@@ -84,6 +98,49 @@ def seed_command(
         highlight=False,
         soft_wrap=True,
     )
+
+
+@app.command("run")
+def run_command(
+    users: Annotated[int, typer.Option("--users", min=1, help="Population size.")] = 5000,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same population.")] = 1,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Worker processes to start.")
+    ] = 2,
+    source: Annotated[str, typer.Option("--source", help="The backfill's source label.")] = (
+        "demo.objective_foundation"
+    ),
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """The whole story: migrate, seed, backfill through real workers, verification reports."""
+    log_path = data_dir().expanduser().resolve().parent / "demo-workers.log"
+    with database_errors():
+        target = database(database_url)
+        with connect(target.url, autocommit=True) as conn:
+            applied = migrate(conn)
+            console.print(f"schema: {len(applied)} migration(s) applied", highlight=False)
+            _print_seed_summary(_seed_with_progress(conn, users, seed, quiet=False), users, seed)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log, running_workers(target.url, workers, log=log):
+            console.print(f"started {workers} worker processes (log: {log_path})", highlight=False)
+            started = time.monotonic()
+            with connect(target.url, autocommit=True) as conn:
+                result = trigger_backfill(conn, source)
+            console.print(result.describe(), highlight=False)
+            if result.outcome == "no_users":
+                return
+            wait_for_drain(target.url, source, None, quiet=False)
+            elapsed = time.monotonic() - started
+        with connect(target.url, autocommit=True) as conn:
+            progress = print_report(conn, source, as_json=False)
+    if progress is not None:
+        console.print(
+            f"backfill of {progress.users_total:,} users took {elapsed:.1f}s "
+            f"({progress.users_total / elapsed:,.0f} users/s)",
+            highlight=False,
+        )
+    if progress is None or not progress.complete:
+        raise typer.Exit(1)
 
 
 def _progress(quiet: bool) -> Progress:
