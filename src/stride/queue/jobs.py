@@ -279,13 +279,25 @@ def claim_due_jobs(
 # Fenced by (id, attempt) pairs plus the lease owner: a job whose lease was taken
 # over has a newer attempt or another owner, and is left alone. The row locks
 # taken here are held until the caller's transaction (the handler's) commits.
+# The redundant `j.id = ANY(ids)` lets the planner fetch the batch by primary key
+# instead of hashing every processing row.
+#
+# The array-driven statements below run unprepared (prepare=False): a generic
+# plan cannot see the array's length, and measured 15x slower than the custom
+# plan for a batch of 1000; planning costs well under a millisecond.
 COMPLETE_SQL = """
 UPDATE background_jobs AS j
 SET status = 'completed', completed_at = clock_timestamp(), locked_until = NULL
-FROM unnest(%s::bigint[], %s::int[]) AS done(id, attempt)
-WHERE j.id = done.id AND j.attempt = done.attempt
-  AND j.status = 'processing' AND j.locked_by = %s
+FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS done(id, attempt)
+WHERE j.id = ANY(%(ids)s::bigint[]) AND j.id = done.id AND j.attempt = done.attempt
+  AND j.status = 'processing' AND j.locked_by = %(owner)s
 RETURNING j.id
+"""
+
+COMPLETE_ONE_SQL = """
+UPDATE background_jobs
+SET status = 'completed', completed_at = clock_timestamp(), locked_until = NULL
+WHERE id = %s AND attempt = %s AND status = 'processing' AND locked_by = %s
 """
 
 FAIL_SQL = """
@@ -311,9 +323,10 @@ DEFER_SQL = """
 UPDATE background_jobs AS j
 SET status = 'pending', attempt = j.attempt - 1, locked_by = NULL, locked_until = NULL,
     scheduled_for = clock_timestamp() + make_interval(secs => later.delay)
-FROM unnest(%s::bigint[], %s::int[], %s::float8[]) AS later(id, attempt, delay)
-WHERE j.id = later.id AND j.attempt = later.attempt
-  AND j.status = 'processing' AND j.locked_by = %s
+FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(delays)s::float8[])
+    AS later(id, attempt, delay)
+WHERE j.id = ANY(%(ids)s::bigint[]) AND j.id = later.id AND j.attempt = later.attempt
+  AND j.status = 'processing' AND j.locked_by = %(owner)s
 RETURNING j.id
 """
 
@@ -321,9 +334,9 @@ RETURNING j.id
 RELEASE_SQL = """
 UPDATE background_jobs AS j
 SET status = 'pending', attempt = j.attempt - 1, locked_by = NULL, locked_until = NULL
-FROM unnest(%s::bigint[], %s::int[]) AS back(id, attempt)
-WHERE j.id = back.id AND j.attempt = back.attempt
-  AND j.status = 'processing' AND j.locked_by = %s
+FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS back(id, attempt)
+WHERE j.id = ANY(%(ids)s::bigint[]) AND j.id = back.id AND j.attempt = back.attempt
+  AND j.status = 'processing' AND j.locked_by = %(owner)s
 RETURNING j.id
 """
 
@@ -331,15 +344,15 @@ RETURNING j.id
 # they are being completed or reclaimed right now, so extending them is moot.
 EXTEND_LEASE_SQL = """
 UPDATE background_jobs AS j
-SET locked_until = clock_timestamp() + make_interval(secs => %s)
-FROM unnest(%s::bigint[], %s::int[]) AS held(id, attempt)
+SET locked_until = clock_timestamp() + make_interval(secs => %(lease_seconds)s)
+FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS held(id, attempt)
 WHERE j.id = held.id AND j.attempt = held.attempt
-  AND j.status = 'processing' AND j.locked_by = %s
-  AND j.id IN (
+  AND j.status = 'processing' AND j.locked_by = %(owner)s
+  AND j.id = ANY(ARRAY(
       SELECT id FROM background_jobs
-      WHERE id = ANY(%s::bigint[])
+      WHERE id = ANY(%(ids)s::bigint[])
       FOR UPDATE SKIP LOCKED
-  )
+  ))
 RETURNING j.id
 """
 
@@ -360,13 +373,15 @@ def complete_many(conn: DbConnection, jobs: Sequence[ClaimedJob]) -> set[int]:
     if not jobs:
         return set()
     ids, attempts = _fence_arrays(jobs)
-    rows = conn.execute(COMPLETE_SQL, (ids, attempts, _single_owner(jobs)), prepare=True)
+    params = {"ids": ids, "attempts": attempts, "owner": _single_owner(jobs)}
+    rows = conn.execute(COMPLETE_SQL, params, prepare=False)
     return {r[0] for r in rows.fetchall()}
 
 
 def complete(conn: DbConnection, job: ClaimedJob) -> bool:
     """Mark one held job completed; False when the lease was lost (nothing changed)."""
-    return bool(complete_many(conn, [job]))
+    cursor = conn.execute(COMPLETE_ONE_SQL, (job.id, job.attempt, job.locked_by))
+    return cursor.rowcount == 1
 
 
 def truncate_error(message: str) -> str:
@@ -406,9 +421,13 @@ def defer_many(conn: DbConnection, jobs: Sequence[ClaimedJob], delays: Sequence[
     if not jobs:
         return set()
     ids, attempts = _fence_arrays(jobs)
-    rows = conn.execute(
-        DEFER_SQL, (ids, attempts, [float(d) for d in delays], _single_owner(jobs)), prepare=True
-    )
+    params = {
+        "ids": ids,
+        "attempts": attempts,
+        "delays": [float(d) for d in delays],
+        "owner": _single_owner(jobs),
+    }
+    rows = conn.execute(DEFER_SQL, params, prepare=False)
     return {r[0] for r in rows.fetchall()}
 
 
@@ -422,7 +441,8 @@ def release(conn: DbConnection, jobs: Sequence[ClaimedJob]) -> set[int]:
     if not jobs:
         return set()
     ids, attempts = _fence_arrays(jobs)
-    rows = conn.execute(RELEASE_SQL, (ids, attempts, _single_owner(jobs)))
+    params = {"ids": ids, "attempts": attempts, "owner": _single_owner(jobs)}
+    rows = conn.execute(RELEASE_SQL, params, prepare=False)
     return {r[0] for r in rows.fetchall()}
 
 
@@ -431,9 +451,13 @@ def extend_lease(conn: DbConnection, jobs: Sequence[ClaimedJob], lease_seconds: 
     if not jobs:
         return set()
     ids, attempts = _fence_arrays(jobs)
-    rows = conn.execute(
-        EXTEND_LEASE_SQL, (float(lease_seconds), ids, attempts, _single_owner(jobs), ids)
-    )
+    params = {
+        "lease_seconds": float(lease_seconds),
+        "ids": ids,
+        "attempts": attempts,
+        "owner": _single_owner(jobs),
+    }
+    rows = conn.execute(EXTEND_LEASE_SQL, params, prepare=False)
     return {r[0] for r in rows.fetchall()}
 
 

@@ -43,5 +43,5 @@ def try_lock_users(conn: DbConnection, user_ids: Iterable[UUID]) -> set[UUID]:
         by_key.setdefault(user_lock_key(user_id), []).append(user_id)
     if not by_key:
         return set()
-    rows = conn.execute(TRY_LOCK_USERS_SQL, (list(by_key), USER_LOCK_NAMESPACE), prepare=True)
+    rows = conn.execute(TRY_LOCK_USERS_SQL, (list(by_key), USER_LOCK_NAMESPACE))
     return {user_id for (key,) in rows.fetchall() for user_id in by_key[key]}
