@@ -15,9 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.json import set_json_loads
+
+# jsonb decoding is a large share of loading a user's history; orjson parses
+# the same documents several times faster than the standard library.
+set_json_loads(orjson.loads)
 
 DbConnection = psycopg.Connection[Any]
 

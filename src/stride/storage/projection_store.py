@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
+
+import orjson
 
 from stride.domain.events import Event
 from stride.storage.connection import DbConnection
@@ -144,7 +145,7 @@ def write_projections(conn: DbConnection, writes: Iterable[ProjectionWrite]) -> 
             "user_ids": [w.user_id for w in batch],
             "projection_types": [w.projection_type for w in batch],
             "keys": [w.key for w in batch],
-            "data": [json.dumps(w.data, sort_keys=True, separators=(",", ":")) for w in batch],
+            "data": [orjson.dumps(w.data, option=orjson.OPT_SORT_KEYS).decode() for w in batch],
             "model_versions": [w.model_version for w in batch],
             "last_event_ids": [w.last_event_id for w in batch],
         },
