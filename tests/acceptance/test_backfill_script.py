@@ -117,7 +117,7 @@ def test_status_exits_nonzero_until_complete(
     assert pending.returncode == 1
     assert "not complete" in pending.stderr
     never = stride("backfill", "status", "--database-url", database_url, "--source", "nope")
-    assert never.returncode == 1 and "never triggered" in never.stderr
+    assert never.returncode == 1 and "no backfill was ever triggered" in never.stderr
 
 
 DUPLICATES = """

@@ -77,7 +77,7 @@ def print_json(value: Any) -> None:
 
 
 def render_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", min_width=len(title))
     for column in columns:
         table.add_column(column)
     for row in rows:
