@@ -286,7 +286,8 @@ def test_worker_survives_terminated_connections(start_worker: WorkerStarter, con
     registry.register("t", handle)
     start_worker(registry, poll_interval=60)
     wait_until(lambda: listeners(conn), what="listener up")
-    job_id = q.enqueue(conn, NewJob("t", {"stall": True})).job_id
+    job_id = q.enqueue(conn, NewJob("t", {"stall": True}, priority=1)).job_id
+    behind = [q.enqueue(conn, NewJob("t", {})).job_id for _ in range(3)]
     assert started.wait(20)
     killed = conn.execute(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
@@ -296,6 +297,9 @@ def test_worker_survives_terminated_connections(start_worker: WorkerStarter, con
     wait_until(lambda: job_row(conn, job_id)[0] == "completed", what="retried after reconnect")
     _, attempt, error = job_row(conn, job_id)
     assert attempt == 2 and "connection lost" in error
+    # Claimed with it but never started: released, not charged an attempt.
+    wait_until(lambda: all(job_row(conn, j)[0] == "completed" for j in behind), what="rest")
+    assert {job_row(conn, j)[1:] for j in behind} == {(1, None)}
     # The listener reconnected too: a new job is picked up without the 60 s poll.
     wait_until(lambda: listeners(conn), what="listener back")
     again = q.enqueue(conn, NewJob("t", {})).job_id
@@ -326,3 +330,32 @@ def test_stop_finishes_the_job_in_hand_and_releases_the_rest(database_url: str, 
         "SELECT count(*) FROM background_jobs WHERE status = 'pending' AND attempt = 0 "
         "AND locked_by IS NULL"
     ).fetchone() == (9,)
+
+
+def test_jobs_stuck_behind_a_slow_one_are_released_for_other_workers(
+    start_worker: WorkerStarter, conn: Conn, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="stride.queue.worker")
+    release = threading.Event()
+    registry = HandlerRegistry()
+
+    def handle(ctx: JobContext) -> None:
+        if ctx.job.payload.get("slow"):
+            release.wait(10)
+
+    registry.register("t", handle)
+    slow = q.enqueue(conn, NewJob("t", {"slow": True}, priority=1)).job_id
+    rest = q.enqueue_many(conn, [NewJob("t", {}) for _ in range(5)])
+    start_worker(registry, batch_size=10, lease_seconds=1)
+    wait_until(lambda: job_row(conn, slow)[0] == "processing", what="slow job running")
+    # Past half a lease with five jobs waiting behind it in the same claim.
+    deadline = conn.execute("SELECT clock_timestamp() + interval '0.7 seconds'").fetchone()
+    assert deadline is not None
+    wait_until(
+        lambda: conn.execute("SELECT clock_timestamp() > %s", deadline).fetchone() == (True,),
+        what="half a lease passed",
+    )
+    release.set()
+    wait_until(lambda: statuses(conn) == {"completed": rest + 1}, what="all completed")
+    assert "released_unstarted count=5" in caplog.text
+    assert conn.execute("SELECT max(attempt) FROM background_jobs").fetchone() == (1,)

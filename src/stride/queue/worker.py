@@ -31,7 +31,7 @@ import psycopg
 
 from stride.queue import jobs as q
 from stride.queue import metrics
-from stride.queue.jobs import ClaimedJob, FailOutcome, RetryPolicy
+from stride.queue.jobs import ClaimedJob, RetryPolicy
 from stride.queue.user_locks import try_lock_users
 from stride.storage.connection import DatabaseConfigError, DbConnection, connect
 
@@ -409,8 +409,11 @@ class _Runner:
         self.worker = worker
         self.lease_owner = lease_owner
         self.conn: DbConnection | None = None
-        self.in_hand: list[ClaimedJob] = []
+        self.in_hand: list[ClaimedJob] = []  # claimed and not yet settled
+        self.running: set[int] = set()  # ids whose handler has started
         self.rng = random.Random()
+        # Jobs claimed together wait their turn; past this they go back for others.
+        self.hand_back_after = worker.lease_seconds / 2
 
     def close(self) -> None:
         if self.conn is not None:
@@ -449,55 +452,67 @@ class _Runner:
                     exc.__cause__ or exc,
                 )
                 self.close()
-        self._hand_back(self.in_hand)
+                # Stop heartbeating them: if we cannot come back, their leases run out.
+                w._drop(self.in_hand)
+        try:
+            self._hand_back(self.in_hand)
+        except psycopg.OperationalError as exc:
+            logger.warning("hand back failed error=%r: leases will expire instead", exc)
 
     def _recover_in_hand(self) -> None:
-        """After a reconnect, retry the jobs whose transaction died with the old connection."""
+        """After a reconnect: retry jobs whose run died with the old connection, release the rest.
+
+        Fenced, so a job whose commit did land before the connection broke is left alone.
+        """
         assert self.conn is not None
-        for job in self.in_hand:
+        died = [j for j in self.in_hand if j.id in self.running]
+        for job in died:
             outcome = q.fail(
                 self.conn,
                 job,
                 f"database connection lost during attempt {job.attempt}",
                 delay_seconds=0,
             )
-            self._record(job, 0.0, outcome.value if outcome != FailOutcome.RETRY else "retry")
-        self.worker._drop(self.in_hand)
-        self.in_hand = []
+            self._record(job, 0.0, outcome.value)
+        self.running.clear()
+        self._finished(died)
+        self._hand_back(self.in_hand)
 
     def _hand_back(self, jobs: Sequence[ClaimedJob]) -> None:
-        if not jobs or self.conn is None or self.conn.broken:
+        """Release claimed-but-unstarted jobs, keeping their place in line and their attempts."""
+        jobs = list(jobs)
+        if not jobs or self._broken():
             return
-        owned = [j for j in jobs if j.locked_by == self.lease_owner]
-        try:
-            released = q.release(self.conn, owned)
-        except psycopg.OperationalError:
-            return  # their leases will expire and the keeper of another worker reclaims them
-        self.worker._drop(jobs)
-        self.in_hand = []
+        assert self.conn is not None
+        released = q.release(self.conn, jobs)
+        self._finished(jobs)
         if released:
             logger.info(
                 "released_unstarted count=%d lease_owner=%s", len(released), self.lease_owner
             )
 
     def _run_claimed(self, claimed: list[ClaimedJob]) -> None:
+        """Run each job type's handler in claim order: batches at once, single jobs in turn.
+
+        On stop, or when the rest has waited half a lease behind slow jobs, the
+        jobs not yet started are released so that other workers can take them.
+        """
         w = self.worker
+        claimed_at = time.monotonic()
         for job_type, group in _group_by_type(claimed).items():
-            if w.stopping:
-                self._hand_back(self.in_hand)
-                return
             registration = w.registry.get(job_type)
-            if registration is None:
-                for job in group:
-                    self._no_handler(job)
-            elif registration.batch:
-                self._run_batch(registration, group)
-            else:
-                for index, job in enumerate(group):
-                    if w.stopping:
-                        self._hand_back(group[index:])
-                        return
-                    self._run_one(registration, job)
+            serial = registration is not None and not registration.batch
+            for unit in [[job] for job in group] if serial else [group]:
+                if w.stopping or time.monotonic() - claimed_at > self.hand_back_after:
+                    self._hand_back(self.in_hand)
+                    return
+                if registration is None:
+                    for job in unit:
+                        self._no_handler(job)
+                elif registration.batch:
+                    self._run_batch(registration, unit)
+                else:
+                    self._run_one(registration, unit[0])
 
     def _finished(self, jobs: Sequence[ClaimedJob]) -> None:
         done = {j.id for j in jobs}
@@ -549,6 +564,7 @@ class _Runner:
         w = self.worker
         started = time.perf_counter()
         outcome = "completed"
+        self.running.add(job.id)
         try:
             with conn.transaction():
                 if (
@@ -593,6 +609,7 @@ class _Runner:
                 exc_info=True,
             )
             outcome = q.fail(conn, job, describe_error(exc), policy=w.retry_policy).value
+        self.running.discard(job.id)
         self._finished([job])
         self._record(job, time.perf_counter() - started, outcome)
 
@@ -608,6 +625,7 @@ class _Runner:
         w = self.worker
         started = time.perf_counter()
         counts = {"completed": 0, "deferred": 0}
+        self.running.update(j.id for j in jobs)
         try:
             with conn.transaction():
                 runnable, busy = jobs, list[ClaimedJob]()
@@ -640,12 +658,14 @@ class _Runner:
                 reason,
                 exc_info=not isinstance(exc, LeaseLostError),
             )
+            self.running.difference_update(j.id for j in jobs)
             for index, job in enumerate(jobs):
                 if w.stopping:
                     self._hand_back(jobs[index:])
                     return
                 self._run_one(registration, job)
             return
+        self.running.difference_update(j.id for j in jobs)
         self._finished(jobs)
         metrics.JOBS_COMPLETED.labels(registration.job_type).inc(counts["completed"])
         metrics.JOBS_DEFERRED.labels(registration.job_type).inc(counts["deferred"])
