@@ -492,14 +492,14 @@ class _Runner:
             )
 
     def _run_claimed(self, claimed: list[ClaimedJob]) -> None:
-        """Run each job type's handler in claim order: batches at once, single jobs in turn.
+        """Run handlers per (type, priority) group in claim order: batches at once, singles in turn.
 
         On stop, or when the rest has waited half a lease behind slow jobs, the
         jobs not yet started are released so that other workers can take them.
         """
         w = self.worker
         claimed_at = time.monotonic()
-        for job_type, group in _group_by_type(claimed).items():
+        for (job_type, _), group in _group_by_type_and_priority(claimed).items():
             registration = w.registry.get(job_type)
             serial = registration is not None and not registration.batch
             for unit in [[job] for job in group] if serial else [group]:
@@ -685,6 +685,21 @@ class _Runner:
         runnable = [j for j in jobs if j.user_id is None or j.user_id in won]
         busy = [j for j in jobs if j.user_id is not None and j.user_id not in won]
         return runnable, busy
+
+
+def _group_by_type_and_priority(
+    jobs: Sequence[ClaimedJob],
+) -> dict[tuple[str, int], list[ClaimedJob]]:
+    """Batches per (type, priority), highest priority first (claims arrive in that order).
+
+    A claim can mix a few organic jobs with hundreds of backfill jobs of the same
+    type; running the organic ones as their own small transaction first means
+    they commit without waiting for the backfill batch behind them.
+    """
+    groups: dict[tuple[str, int], list[ClaimedJob]] = {}
+    for job in jobs:
+        groups.setdefault((job.job_type, job.priority), []).append(job)
+    return groups
 
 
 def _group_by_type(jobs: Sequence[ClaimedJob]) -> dict[str, list[ClaimedJob]]:
