@@ -359,3 +359,20 @@ def test_jobs_stuck_behind_a_slow_one_are_released_for_other_workers(
     wait_until(lambda: statuses(conn) == {"completed": rest + 1}, what="all completed")
     assert "released_unstarted count=5" in caplog.text
     assert conn.execute("SELECT max(attempt) FROM background_jobs").fetchone() == (1,)
+
+
+def test_higher_priority_jobs_of_a_claim_run_as_their_own_batch_first(
+    conn: Conn, database_url: str
+) -> None:
+    batches: list[list[int]] = []
+
+    def record(ctx: BatchContext) -> None:
+        batches.append(sorted(job.priority for job in ctx.jobs))
+
+    registry = HandlerRegistry()
+    registry.register_batch("work", record)
+    q.enqueue_many(conn, [NewJob("work", {"n": n}, priority=-10) for n in range(5)])
+    q.enqueue_many(conn, [NewJob("work", {"n": n}, priority=0) for n in range(2)])
+    Worker(database_url, registry, batch_size=10).run(once=True)
+    assert batches == [[0, 0], [-10] * 5]
+    assert statuses(conn) == {"completed": 7}
