@@ -31,6 +31,7 @@ from bench.harness import (
     database_exists,
     median,
     percentile,
+    postgres_cpu_seconds,
     sample_user_ids,
     with_dbname,
     worker_fleet,
@@ -85,6 +86,8 @@ def run_once(url: str, users: int, workers: int, worker_args: list[str]) -> dict
         time.sleep(1.0)  # let the workers connect and LISTEN before the clock starts
         probe = LatencyProbe(url, probe_users, interval=0.05)
         probe_thread = threading.Thread(target=probe.run, daemon=True)
+        worker_cpu_before = sum(fleet.cpu_seconds.values())
+        postgres_cpu_before = postgres_cpu_seconds()
         started = time.perf_counter()
         with psycopg.connect(url, autocommit=True) as conn:
             trigger = trigger_backfill(conn, source)
@@ -93,6 +96,9 @@ def run_once(url: str, users: int, workers: int, worker_args: list[str]) -> dict
             while conn.execute(OPEN_JOBS, {"source": source}).fetchone() != (0,):
                 time.sleep(0.1)
             elapsed = time.perf_counter() - started
+            postgres_cpu = postgres_cpu_seconds() - postgres_cpu_before
+            time.sleep(0.3)  # one more RSS/CPU sample of the workers
+            worker_cpu = sum(fleet.cpu_seconds.values()) - worker_cpu_before
             progress = run_progress(conn, source)
             assert progress is not None
         probe.stop()
@@ -109,6 +115,8 @@ def run_once(url: str, users: int, workers: int, worker_args: list[str]) -> dict
         "fanout_jobs": jobs,
         "jobs_per_s": round(jobs / elapsed, 1),
         "peak_worker_rss_mb": round(peak_rss / 2**20, 1),
+        "worker_cpu_s": round(worker_cpu, 1),
+        "postgres_cpu_s": round(postgres_cpu, 1),
         "organic_samples": len(probe.samples),
         "organic_timeouts": probe.timeouts,
         "organic_p50_ms": round(median(probe.samples) * 1000, 1),

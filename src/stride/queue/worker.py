@@ -45,6 +45,9 @@ LISTEN_SQL = "LISTEN stride_jobs"
 # PostgreSQL never loses an async commit that a later durable commit (say, an
 # enqueue that saw the job completed) depended on. Saves one fsync per job.
 ASYNC_COMMIT_SQL = "SET synchronous_commit = off"
+# Runner queries touch one batch of users by index; a parallel plan only adds
+# process start-up on a busy server, so runner sessions never go parallel.
+NO_PARALLEL_SQL = "SET max_parallel_workers_per_gather = 0"
 RECONNECT_MAX_DELAY = 5.0
 
 
@@ -260,8 +263,10 @@ class Worker:
 
     def _connect(self, purpose: str) -> DbConnection:
         conn = connect(self.database_url, autocommit=True, application_name=f"stride-{purpose}")
-        if purpose == "runner" and not self.durable_commits:
-            conn.execute(ASYNC_COMMIT_SQL)
+        if purpose == "runner":
+            conn.execute(NO_PARALLEL_SQL)
+            if not self.durable_commits:
+                conn.execute(ASYNC_COMMIT_SQL)
         return conn
 
     def _reconnect(self, purpose: str, stop: threading.Event) -> DbConnection | None:
