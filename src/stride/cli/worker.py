@@ -74,8 +74,14 @@ def worker_command(
         str, typer.Option("--concurrency", metavar="N", help="Jobs (or batches) run in parallel.")
     ] = "1",
     batch_size: Annotated[
-        str, typer.Option("--batch-size", metavar="N", help="Jobs claimed per round trip.")
-    ] = "100",
+        str,
+        typer.Option(
+            "--batch-size",
+            metavar="N",
+            help="Jobs claimed per round trip (a backfill's jobs for one user coalesce "
+            "within a batch; organic jobs still run ahead as their own small batch).",
+        ),
+    ] = "500",
     job_types: Annotated[
         str | None,
         typer.Option("--job-types", metavar="A,B", help="Only claim these job types."),
