@@ -16,6 +16,7 @@ from stride.backfill.verify import verify_sample
 from stride.cli.common import (
     DatabaseUrlOption,
     JsonOption,
+    connected,
     console,
     database,
     database_errors,
@@ -216,10 +217,8 @@ def verify(
     as_json: JsonOption = False,
 ) -> None:
     """Recompute a random sample of users in memory and report drift from stored projections."""
-    with database_errors():
-        target = database(database_url)
-        with connect(target.url, autocommit=True) as conn:
-            result = verify_sample(conn, sample)
+    with connected(database_url) as conn:
+        result = verify_sample(conn, sample)
     if as_json:
         print_json(
             {
@@ -255,10 +254,8 @@ def cancel(
 ) -> None:
     """Cancel a backfill's pending fan-out jobs and stop its controller; organic jobs untouched."""
     source = _checked_source(source)
-    with database_errors():
-        target = database(database_url)
-        with connect(target.url, autocommit=True) as conn:
-            result = cancel_backfill(conn, source)
+    with connected(database_url) as conn:
+        result = cancel_backfill(conn, source)
     if as_json:
         print_json(result.as_dict())
     else:

@@ -13,7 +13,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from stride.storage.connection import DatabaseConfigError, DatabaseTarget, resolve_database
+from stride.storage.connection import (
+    DatabaseConfigError,
+    DatabaseTarget,
+    DbConnection,
+    connect,
+    resolve_database,
+)
 from stride.storage.migrations import MigrationError
 
 console = Console()
@@ -70,6 +76,15 @@ def database_errors() -> Iterator[None]:
 def typer_app(help_text: str) -> typer.Typer:
     """A command group with plain (non-boxed) usage errors, so they stay one line."""
     return typer.Typer(help=help_text, no_args_is_help=True, rich_markup_mode=None)
+
+
+@contextmanager
+def connected(url: str | None) -> Iterator[DbConnection]:
+    """What most commands need: resolve the database, connect (autocommit), one-line errors."""
+    with database_errors():
+        target = database(url)
+        with connect(target.url, autocommit=True) as conn:
+            yield conn
 
 
 def print_json(value: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from stride.cli.common import (
     DatabaseUrlOption,
     JsonOption,
+    connected,
     console,
     database,
     database_errors,
@@ -12,7 +13,7 @@ from stride.cli.common import (
     render_table,
     typer_app,
 )
-from stride.storage.connection import connect, data_dir, stop_embedded
+from stride.storage.connection import data_dir, stop_embedded
 from stride.storage.migrations import migrate, migration_status
 
 app = typer_app("Schema migrations and the embedded PostgreSQL.")
@@ -21,10 +22,8 @@ app = typer_app("Schema migrations and the embedded PostgreSQL.")
 @app.command("migrate")
 def migrate_command(database_url: DatabaseUrlOption = None) -> None:
     """Apply pending migrations (safe to run twice, and from several processes)."""
-    with database_errors():
-        target = database(database_url)
-        with connect(target.url, autocommit=True) as conn:
-            applied = migrate(conn)
+    with connected(database_url) as conn:
+        applied = migrate(conn)
     if applied:
         for migration in applied:
             console.print(f"applied {migration.version:04d}_{migration.name}")
@@ -35,10 +34,8 @@ def migrate_command(database_url: DatabaseUrlOption = None) -> None:
 @app.command("status")
 def status_command(database_url: DatabaseUrlOption = None, as_json: JsonOption = False) -> None:
     """Show applied and pending migrations."""
-    with database_errors():
-        target = database(database_url)
-        with connect(target.url, autocommit=True) as conn:
-            status = migration_status(conn)
+    with connected(database_url) as conn:
+        status = migration_status(conn)
     if as_json:
         print_json(
             [

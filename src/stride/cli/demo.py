@@ -20,6 +20,7 @@ from stride.cli.backfill import print_report, wait_for_drain
 from stride.cli.common import (
     DatabaseUrlOption,
     JsonOption,
+    connected,
     console,
     database,
     database_errors,
@@ -47,10 +48,8 @@ def seed_command(
     It models pre-existing history: no projection jobs are queued (run the backfill
     to compute projections). Re-running with the same seed adds nothing.
     """
-    with database_errors():
-        target = database(database_url)
-        with connect(target.url, autocommit=True) as conn:
-            summary = _seed_with_progress(conn, users, seed, quiet=as_json)
+    with connected(database_url) as conn:
+        summary = _seed_with_progress(conn, users, seed, quiet=as_json)
     if as_json:
         print_json(
             {

@@ -21,6 +21,7 @@ from rich.progress import (
 from stride.cli.common import (
     DatabaseUrlOption,
     JsonOption,
+    connected,
     console,
     database,
     database_errors,
@@ -89,13 +90,11 @@ def append_command(
         usage_error(f"--timestamp: {exc.message}")
     metadata = {} if idempotency_key is None else {"idempotency_key": idempotency_key}
     event = NewEvent(user_id, event_type, moment, payload, metadata)
-    with database_errors():
-        target = database(database_url)
-        with connect(target.url, autocommit=True) as conn:
-            try:
-                result = append_event(conn, event)
-            except EventValidationError as exc:
-                usage_error(f"{FIELD_FLAGS.get(exc.field, exc.field)}: {exc.message}")
+    with connected(database_url) as conn:
+        try:
+            result = append_event(conn, event)
+        except EventValidationError as exc:
+            usage_error(f"{FIELD_FLAGS.get(exc.field, exc.field)}: {exc.message}")
     if as_json:
         print_json({"id": str(result.id), "duplicate": result.duplicate})
     elif result.duplicate:

@@ -11,9 +11,8 @@ import typer
 from stride.cli.common import (
     DatabaseUrlOption,
     JsonOption,
+    connected,
     console,
-    database,
-    database_errors,
     print_json,
     render_table,
     typer_app,
@@ -21,7 +20,6 @@ from stride.cli.common import (
 )
 from stride.queue.jobs import prune_completed, retry_dead
 from stride.queue.status import QueueStatus, queue_status
-from stride.storage.connection import connect
 
 app = typer_app("Inspect and maintain the job queue (background_jobs).")
 
@@ -84,10 +82,8 @@ def _render_status(status: QueueStatus) -> None:
 @app.command("status")
 def status_command(database_url: DatabaseUrlOption = None, as_json: JsonOption = False) -> None:
     """Counts by job type and status, oldest due pending age, expired leases, latest dead."""
-    with database_errors():
-        target = database(database_url)
-        with connect(target.url, autocommit=True) as conn:
-            status = queue_status(conn)
+    with connected(database_url) as conn:
+        status = queue_status(conn)
     if as_json:
         print_json(status.to_json())
     else:
@@ -107,10 +103,8 @@ def retry_command(
         usage_error("--dead is required: only dead jobs can be retried")
     if job_type is not None and not job_type.strip():
         usage_error("--job-type: must not be blank")
-    with database_errors():
-        target = database(database_url)
-        with connect(target.url, autocommit=True) as conn:
-            count = retry_dead(conn, job_type)
+    with connected(database_url) as conn:
+        count = retry_dead(conn, job_type)
     console.print(f"retried {count} dead job{'s' if count != 1 else ''}")
 
 
@@ -137,8 +131,6 @@ def prune_command(
         usage_error(f"--batch-size: expected a whole number, got {batch_size!r}")
     if batch < 1:
         usage_error(f"--batch-size: must be at least 1, got {batch}")
-    with database_errors():
-        target = database(database_url)
-        with connect(target.url, autocommit=True) as conn:
-            count = prune_completed(conn, age, batch)
+    with connected(database_url) as conn:
+        count = prune_completed(conn, age, batch)
     console.print(f"pruned {count} completed job{'s' if count != 1 else ''}")

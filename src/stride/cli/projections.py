@@ -13,15 +13,13 @@ from rich.syntax import Syntax
 from stride.cli.common import (
     DatabaseUrlOption,
     JsonOption,
+    connected,
     console,
-    database,
-    database_errors,
     fail,
     print_json,
     typer_app,
     usage_error,
 )
-from stride.storage.connection import connect
 from stride.storage.projection_store import read_projections
 
 app = typer_app("Read projections.")
@@ -41,10 +39,8 @@ def show(
         user_id = UUID(user)
     except ValueError:
         usage_error(f"USER must be a UUID, got {user!r}")
-    with database_errors():
-        target = database(database_url)
-        with connect(target.url, autocommit=True) as conn:
-            stored = read_projections(conn, user_id, projection_type)
+    with connected(database_url) as conn:
+        stored = read_projections(conn, user_id, projection_type)
     if not stored:
         fail(
             f"no projections for user {user_id}"

@@ -10,16 +10,14 @@ import typer
 from stride.cli.common import (
     DatabaseUrlOption,
     JsonOption,
+    connected,
     console,
-    database,
-    database_errors,
     fail,
     print_json,
     render_table,
     typer_app,
     usage_error,
 )
-from stride.storage.connection import connect
 from stride.storage.event_store import DuplicateUserError, add_user, list_users
 
 app = typer_app("Create and list users.")
@@ -43,13 +41,11 @@ def add_command(
 ) -> None:
     """Create a user and print its id."""
     requested = parse_uuid(user_id, "--id") if user_id is not None else None
-    with database_errors():
-        target = database(database_url)
-        with connect(target.url, autocommit=True) as conn:
-            try:
-                created = add_user(conn, requested)
-            except DuplicateUserError as exc:
-                fail(str(exc))
+    with connected(database_url) as conn:
+        try:
+            created = add_user(conn, requested)
+        except DuplicateUserError as exc:
+            fail(str(exc))
     print(created)
 
 
@@ -60,10 +56,8 @@ def list_command(
     as_json: JsonOption = False,
 ) -> None:
     """List users in creation order, with their event counts."""
-    with database_errors():
-        target = database(database_url)
-        with connect(target.url, autocommit=True) as conn:
-            users = list_users(conn, limit)
+    with connected(database_url) as conn:
+        users = list_users(conn, limit)
     if as_json:
         print_json(
             [
