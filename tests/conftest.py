@@ -10,6 +10,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,18 +64,27 @@ def _drop_database(server_url: str, name: str) -> None:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 
-@pytest.fixture
-def database_url(server_url: str, template_db: str) -> Iterator[str]:
-    """URL of a fresh, migrated database that belongs to this test alone."""
-    name = f"stride_t_{uuid.uuid4().hex[:12]}"
+@contextmanager
+def migrated_database(server_url: str, template_db: str, prefix: str = "stride_t") -> Iterator[str]:
+    """A fresh copy of the migrated template, dropped on exit; yields its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(
             sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
                 sql.Identifier(name), sql.Identifier(template_db)
             )
         )
-    yield _with_dbname(server_url, name)
-    _drop_database(server_url, name)
+    try:
+        yield _with_dbname(server_url, name)
+    finally:
+        _drop_database(server_url, name)
+
+
+@pytest.fixture
+def database_url(server_url: str, template_db: str) -> Iterator[str]:
+    """URL of a fresh, migrated database that belongs to this test alone."""
+    with migrated_database(server_url, template_db) as url:
+        yield url
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -13,8 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from tests.conftest import migrated_database
 
 from stride.domain.events import OBJECTIVE_EVENT_TYPES
 from stride.storage.event_store import NewEvent, append_event
@@ -29,41 +27,18 @@ USER_ROWS = "SELECT id, created_at FROM users ORDER BY id"
 @pytest.fixture
 def other_database_url(server_url: str, template_db: str) -> Iterator[str]:
     """A second fresh database, to seed twice and compare."""
-    name = f"stride_t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(template_db)
-            )
-        )
-    params = conninfo_to_dict(server_url)
-    params["dbname"] = name
-    yield make_conninfo("", **params)
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-        )
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+    with migrated_database(server_url, template_db) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
-def population(
-    server_url: str, template_db: str
-) -> Iterator[tuple[Conn, Any]]:  # one 400-user population shared by the shape tests
-    name = f"stride_pop_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(template_db)
-            )
-        )
-    params = conninfo_to_dict(server_url)
-    params["dbname"] = name
-    with psycopg.connect(make_conninfo("", **params), autocommit=True) as conn:
-        summary = seed_population(conn, 400, seed=1)
-        yield conn, summary
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+def population(server_url: str, template_db: str) -> Iterator[tuple[Conn, Any]]:
+    """One 400-user population shared by the shape tests."""
+    with (
+        migrated_database(server_url, template_db, prefix="stride_pop") as url,
+        psycopg.connect(url, autocommit=True) as conn,
+    ):
+        yield conn, seed_population(conn, 400, seed=1)
 
 
 def scalar(conn: Conn, query: str, *params: Any) -> Any:
