@@ -15,7 +15,7 @@ from stride.app import build_registry
 from stride.backfill import BACKFILL_JOB_TYPE
 from stride.backfill.control import cancel_backfill
 from stride.backfill.fanout import fan_out_next_chunk
-from stride.backfill.reports import run_progress, runbook_reports
+from stride.backfill.reports import run_progress, runbook_reports, users_on_old_model
 from stride.backfill.trigger import BackfillInputError, trigger_backfill
 from stride.backfill.verify import verify_sample, verify_users
 from stride.queue.worker import Worker
@@ -261,3 +261,18 @@ def test_old_model_version_is_reported(conn: psycopg.Connection[Any], database_u
     )
     progress = run_progress(conn, "v1")
     assert progress is not None and progress.users_not_on_current_model == 6
+
+
+def test_users_on_older_model_versions_counts_every_user(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    make_population(conn, 4)
+    trigger_backfill(conn, "v1")
+    drain(database_url)
+    assert users_on_old_model(conn) == 0
+    conn.execute(
+        "UPDATE projections SET model_version = 'objective_advisory/old' "
+        "WHERE projection_type = 'objective_advisory' AND user_id = "
+        "(SELECT min(user_id::text)::uuid FROM projections)"
+    )
+    assert users_on_old_model(conn) == 1

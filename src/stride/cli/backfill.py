@@ -10,7 +10,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from stride.backfill import DEFAULT_SOURCE
 from stride.backfill.control import cancel_backfill
-from stride.backfill.reports import Report, RunProgress, run_progress, runbook_reports
+from stride.backfill.reports import (
+    Report,
+    RunProgress,
+    run_progress,
+    runbook_reports,
+    users_on_old_model,
+)
 from stride.backfill.trigger import BackfillInputError, trigger_backfill, validate_source
 from stride.backfill.verify import verify_sample
 from stride.cli.common import (
@@ -129,15 +135,22 @@ def print_report(
 ) -> RunProgress | None:
     reports = runbook_reports(conn, source)
     progress = run_progress(conn, source)
+    # Beyond the snapshot: every user, including those created after the trigger.
+    stale = users_on_old_model(conn)
     if as_json:
         document: dict[str, Any] = dict(extra or {})
         document["reports"] = {r.name: r.as_dict() for r in reports}
         document["run"] = progress.as_dict() if progress else None
+        document["users_on_older_model_versions"] = stale
         print_json(document)
     else:
         _render_reports(reports)
         if progress:
             _render_progress(progress)
+        console.print(
+            f"users (all) whose objective projections an older model version computed: {stale}",
+            highlight=False,
+        )
     return progress
 
 
