@@ -120,6 +120,31 @@ def test_status_exits_nonzero_until_complete(
     assert never.returncode == 1 and "no backfill was ever triggered" in never.stderr
 
 
+def test_wait_shows_progress_and_exits_zero_when_complete(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    make_population(conn, 40)
+    worker = subprocess.Popen(
+        [*STRIDE, "worker", "--database-url", database_url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        result = run_script(
+            "--database-url", database_url, "--source", "waited", "--wait", "--timeout", "90"
+        )
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+    assert result.returncode == 0, result.stderr
+    assert "40/40" in result.stderr  # the progress bar's final state: users refreshed
+    assert "Coverage" in result.stdout
+    json_run = run_script("--database-url", database_url, "--source", "waited", "--json")
+    document = json.loads(json_run.stdout)
+    assert document["trigger"]["outcome"] == "enqueued"  # the first run had completed
+    assert document["run"]["users_total"] == 40
+
+
 DUPLICATES = """
 SELECT count(*) FROM (
     SELECT 1 FROM background_jobs

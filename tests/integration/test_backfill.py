@@ -14,7 +14,7 @@ from tests.populations import NOW, make_population
 from stride.app import build_registry
 from stride.backfill import BACKFILL_JOB_TYPE
 from stride.backfill.control import cancel_backfill
-from stride.backfill.fanout import fan_out_next_chunk
+from stride.backfill.fanout import fan_out_next_chunk, run_fan_out
 from stride.backfill.reports import run_progress, runbook_reports, users_on_old_model
 from stride.backfill.trigger import BackfillInputError, trigger_backfill
 from stride.backfill.verify import verify_sample, verify_users
@@ -276,3 +276,15 @@ def test_users_on_older_model_versions_counts_every_user(
         "(SELECT min(user_id::text)::uuid FROM projections)"
     )
     assert users_on_old_model(conn) == 1
+
+
+def test_max_rate_throttles_the_fan_out(conn: psycopg.Connection[Any], database_url: str) -> None:
+    make_population(conn, 30)
+    trigger = trigger_backfill(conn, "slow", max_rate=10)
+    assert trigger.job_id is not None
+    slept: list[float] = []
+    with psycopg.connect(database_url, autocommit=True) as own:
+        summary = run_fan_out(own, trigger.job_id, sleep=slept.append)
+    # 30 users at 10 users/s: chunks of 10 users, each followed by a pause.
+    assert summary.users == 30 and not summary.cancelled
+    assert len(slept) == 3 and sum(slept) > 2.0
