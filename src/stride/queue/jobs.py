@@ -357,8 +357,19 @@ RETURNING j.id
 """
 
 
-def _fence_arrays(jobs: Sequence[ClaimedJob]) -> tuple[list[int], list[int]]:
-    return [j.id for j in jobs], [j.attempt for j in jobs]
+def _fenced_update(
+    conn: DbConnection, statement: str, jobs: Sequence[ClaimedJob], **params: Any
+) -> set[int]:
+    """Run one of the array-driven fenced statements; returns the ids still ours."""
+    if not jobs:
+        return set()
+    params |= {
+        "ids": [j.id for j in jobs],
+        "attempts": [j.attempt for j in jobs],
+        "owner": _single_owner(jobs),
+    }
+    rows = conn.execute(statement, params, prepare=False)
+    return {r[0] for r in rows.fetchall()}
 
 
 def _single_owner(jobs: Sequence[ClaimedJob]) -> str:
@@ -370,12 +381,7 @@ def _single_owner(jobs: Sequence[ClaimedJob]) -> str:
 
 def complete_many(conn: DbConnection, jobs: Sequence[ClaimedJob]) -> set[int]:
     """Mark held jobs completed in one statement; returns the ids still ours (others were lost)."""
-    if not jobs:
-        return set()
-    ids, attempts = _fence_arrays(jobs)
-    params = {"ids": ids, "attempts": attempts, "owner": _single_owner(jobs)}
-    rows = conn.execute(COMPLETE_SQL, params, prepare=False)
-    return {r[0] for r in rows.fetchall()}
+    return _fenced_update(conn, COMPLETE_SQL, jobs)
 
 
 def complete(conn: DbConnection, job: ClaimedJob) -> bool:
@@ -418,17 +424,7 @@ def mark_dead(conn: DbConnection, job: ClaimedJob, reason: str) -> bool:
 
 def defer_many(conn: DbConnection, jobs: Sequence[ClaimedJob], delays: Sequence[float]) -> set[int]:
     """Return held jobs to pending after per-job delays without spending an attempt."""
-    if not jobs:
-        return set()
-    ids, attempts = _fence_arrays(jobs)
-    params = {
-        "ids": ids,
-        "attempts": attempts,
-        "delays": [float(d) for d in delays],
-        "owner": _single_owner(jobs),
-    }
-    rows = conn.execute(DEFER_SQL, params, prepare=False)
-    return {r[0] for r in rows.fetchall()}
+    return _fenced_update(conn, DEFER_SQL, jobs, delays=[float(d) for d in delays])
 
 
 def defer(conn: DbConnection, job: ClaimedJob, delay_seconds: float) -> bool:
@@ -438,27 +434,12 @@ def defer(conn: DbConnection, job: ClaimedJob, delay_seconds: float) -> bool:
 
 def release(conn: DbConnection, jobs: Sequence[ClaimedJob]) -> set[int]:
     """Hand back claimed-but-unstarted jobs, keeping their place in line and their attempts."""
-    if not jobs:
-        return set()
-    ids, attempts = _fence_arrays(jobs)
-    params = {"ids": ids, "attempts": attempts, "owner": _single_owner(jobs)}
-    rows = conn.execute(RELEASE_SQL, params, prepare=False)
-    return {r[0] for r in rows.fetchall()}
+    return _fenced_update(conn, RELEASE_SQL, jobs)
 
 
 def extend_lease(conn: DbConnection, jobs: Sequence[ClaimedJob], lease_seconds: float) -> set[int]:
     """Push the lease of held jobs `lease_seconds` into the future; returns the ids still ours."""
-    if not jobs:
-        return set()
-    ids, attempts = _fence_arrays(jobs)
-    params = {
-        "lease_seconds": float(lease_seconds),
-        "ids": ids,
-        "attempts": attempts,
-        "owner": _single_owner(jobs),
-    }
-    rows = conn.execute(EXTEND_LEASE_SQL, params, prepare=False)
-    return {r[0] for r in rows.fetchall()}
+    return _fenced_update(conn, EXTEND_LEASE_SQL, jobs, lease_seconds=float(lease_seconds))
 
 
 # --- maintenance -----------------------------------------------------------------------------
