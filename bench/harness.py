@@ -22,7 +22,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from stride.queue.processes import running_workers
+from stride.demo.worker_processes import running_workers
 from stride.storage.event_store import NewEvent, append_event
 from stride.storage.migrations import migrate
 

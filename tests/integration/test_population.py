@@ -14,9 +14,9 @@ import psycopg
 import pytest
 from tests.conftest import migrated_database
 
+from stride.demo.population import SEED_REFERENCE, seed_population, seeded_user_ids
 from stride.domain.events import OBJECTIVE_EVENT_TYPES
 from stride.storage.event_store import NewEvent, append_event
-from stride.storage.population import SEED_REFERENCE, seed_population, seeded_user_ids
 
 Conn = psycopg.Connection[Any]
 

@@ -28,10 +28,10 @@ from stride.cli.common import (
     print_json,
     typer_app,
 )
-from stride.queue.processes import running_workers
+from stride.demo.population import SeedSummary, seed_population
+from stride.demo.worker_processes import running_workers
 from stride.storage.connection import DbConnection, connect, data_dir
 from stride.storage.migrations import migrate
-from stride.storage.population import SeedSummary, seed_population
 
 app = typer_app("Synthetic data for demos, tests and benchmarks.")
 
