@@ -17,16 +17,16 @@ from stride.backfill import BACKFILL_JOB_TYPE, PROJECTION_UPDATE_JOB_TYPE
 from stride.backfill.fanout import run_fan_out
 from stride.domain.events import RETRACTION_EVENT_TYPE
 from stride.projection_refresh import refresh_users, resolve_retracted_types
+from stride.queue.handlers import BatchContext, HandlerRegistry, JobContext, PermanentJobError
 from stride.queue.jobs import ClaimedJob
-from stride.queue.worker import BatchContext, HandlerRegistry, JobContext
 from stride.storage.connection import connect
 from stride.storage.projection_store import existing_user_ids
 
 log = logging.getLogger(__name__)
 
 
-class JobPayloadError(ValueError):
-    """A job's payload lacks a field the handler needs."""
+class JobPayloadError(PermanentJobError, ValueError):
+    """A job's payload lacks a field the handler needs: retrying cannot help, the job fails."""
 
 
 def _payload_uuid(job: ClaimedJob, field: str) -> UUID:
