@@ -88,7 +88,7 @@ class RateLimiter:
 def check_json_shape(value: Any, *, max_depth: int, max_string_chars: int) -> list[FieldError]:
     """Strings too long or holding NUL, and containers nested too deep, with their paths.
 
-    Iterative (no recursion), stops at the first 20 problems.
+    Iterative (no recursion), in document order, stops at the first 20 problems.
     """
     problems: list[FieldError] = []
     stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
@@ -103,14 +103,15 @@ def check_json_shape(value: Any, *, max_depth: int, max_string_chars: int) -> li
                 problems.append(_field_error(path, f"nested deeper than {max_depth} levels"))
                 continue
             if isinstance(item, dict):
+                children = []
                 for key, child in item.items():
                     problem = _string_problem(key, max_string_chars)
                     if problem:
                         problems.append(_field_error((*path, key), "key " + problem))
-                    stack.append((child, (*path, key)))
+                    children.append((child, (*path, key)))
             else:
-                stack.extend((child, (*path, i)) for i, child in enumerate(item))
-    problems.sort(key=lambda p: (p.index if p.index is not None else -1, p.field))
+                children = [(child, (*path, i)) for i, child in enumerate(item)]
+            stack.extend(reversed(children))  # popped in document order
     return problems
 
 

@@ -12,7 +12,7 @@ This is the only module of stride.api that imports the rest of stride.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -100,6 +100,8 @@ class Database:
         self.reads: AsyncConnectionPool[AsyncDbConnection] = AsyncConnectionPool(
             url, min_size=1, max_size=pool_size, kwargs=connection_options, open=False, timeout=5
         )
+        # Writes check a connection before handing it out (one empty round trip): a
+        # transaction is not retried blindly, so it should not start on a dead one.
         self.writes: ConnectionPool[DbConnection] = ConnectionPool(
             url,
             min_size=1,
@@ -107,6 +109,7 @@ class Database:
             kwargs=connection_options,
             open=False,
             timeout=5,
+            check=ConnectionPool.check_connection,
         )
         self._threads = ThreadPoolExecutor(write_pool_size, thread_name_prefix="stride-api-sync")
 
@@ -129,6 +132,23 @@ class Database:
                 return call(conn)
 
         return await asyncio.get_running_loop().run_in_executor(self._threads, in_thread)
+
+    async def read(
+        self, call: Callable[[AsyncDbConnection], Awaitable[T]], *, timeout: float | None = None
+    ) -> T:
+        """Run a read on a pooled connection; once more on a fresh one if the pooled one
+        was dead (a PostgreSQL restart leaves idle pooled connections broken). Reads are
+        safe to repeat, so they skip the per-checkout check that writes pay for."""
+        used: AsyncDbConnection | None = None
+        try:
+            async with self.reads.connection(timeout) as aconn:
+                used = aconn
+                return await call(aconn)
+        except psycopg.OperationalError:
+            if used is None or not used.broken:
+                raise
+        async with self.reads.connection(timeout) as aconn:
+            return await call(aconn)
 
     async def listen_connection(self) -> AsyncDbConnection:
         """A dedicated autocommit connection for LISTEN (never from the pool)."""
@@ -160,8 +180,7 @@ def issue_token(
 
 
 async def find_token(db: Database, token_id: str) -> StoredToken | None:
-    async with db.reads.connection() as aconn:
-        return await find_token_async(aconn, token_id)
+    return await db.read(lambda aconn: find_token_async(aconn, token_id))
 
 
 # --- events and projections ------------------------------------------------------------
@@ -178,34 +197,30 @@ async def append(db: Database, events: Sequence[NewEvent]) -> list[AppendResult]
 async def read_projection(
     db: Database, user_id: UUID, projection_type: str, key: str
 ) -> StoredProjection | None:
-    async with db.reads.connection() as aconn:
-        return await read_projection_async(aconn, user_id, projection_type, key)
+    return await db.read(lambda aconn: read_projection_async(aconn, user_id, projection_type, key))
 
 
 async def read_projections(
     db: Database, user_id: UUID, projection_type: str | None
 ) -> list[StoredProjection]:
-    async with db.reads.connection() as aconn:
-        return await read_projections_async(aconn, user_id, projection_type)
+    return await db.read(lambda aconn: read_projections_async(aconn, user_id, projection_type))
 
 
 async def event_job_statuses(
     db: Database, user_id: UUID, event_id: UUID
 ) -> list[str | None] | None:
     """Statuses of the event's projection.update jobs; None when it is not this user's."""
-    async with db.reads.connection() as aconn:
-        return await event_job_statuses_async(aconn, user_id, event_id)
+    return await db.read(lambda aconn: event_job_statuses_async(aconn, user_id, event_id))
 
 
 async def job_statuses_by_event(db: Database, event_ids: Collection[UUID]) -> dict[UUID, list[str]]:
-    async with db.reads.connection() as aconn:
-        return await job_statuses_by_event_async(aconn, event_ids)
+    return await db.read(lambda aconn: job_statuses_by_event_async(aconn, event_ids))
 
 
 async def schema_problems(db: Database) -> list[str]:
     """Empty when the database answers and every shipped migration is applied."""
-    async with db.reads.connection() as aconn:
-        return await migration_problems_async(aconn)
+    # A probe answers quickly: two seconds to get a connection, not the usual five.
+    return await db.read(migration_problems_async, timeout=2)
 
 
 # --- operator actions (the CLI's functions) --------------------------------------------
