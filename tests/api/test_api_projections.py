@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from stride.api.models import ProjectionOut
 from tests.api.conftest import WHEN, ApiServer, new_token, running_worker, scalar
 
 OBJECTIVE = {
@@ -106,6 +107,8 @@ def test_list_and_get_with_etags(api: ApiServer, shared_database: str, worker: N
             "data",
         }
         assert body["model_version"] == body["data"]["model_version"]
+        # Serialised by the route itself: it must still be the declared model.
+        assert ProjectionOut.model_validate_json(one.content).key == "overview"
         same = http.get(
             "/v1/projections/objective_advisory/overview", headers={"If-None-Match": etag}
         )

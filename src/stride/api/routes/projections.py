@@ -6,16 +6,18 @@ import hashlib
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from pydantic import BaseModel
 
 from stride.api import service
 from stride.api.auth import Principal, User
-from stride.api.config import parse_duration
+from stride.api.config import ApiSettings, parse_duration
 from stride.api.errors import ApiError, FieldError, error_responses, invalid
 from stride.api.limits import ApiRoute
 from stride.api.metrics import READ_YOUR_WRITE_WAITING
 from stride.api.models import ProjectionList, ProjectionOut, ProjectionPending, WhoAmI
-from stride.api.state import Db, Hub, Settings
+from stride.api.state import Db, database_of, hub_of, settings_of
+from stride.api.waiting import NotificationHub
 
 router = APIRouter(prefix="/v1", route_class=ApiRoute, tags=["projections"])
 
@@ -46,6 +48,10 @@ def matches(if_none_match: str | None, etag: str) -> bool:
     return "*" in wanted or etag in wanted
 
 
+def _json(body: BaseModel, headers: dict[str, str], status: int = 200) -> Response:
+    return Response(body.model_dump_json(), status, headers, media_type="application/json")
+
+
 def _not_modified(etag: str) -> Response:
     return Response(status_code=304, headers={"ETag": etag, "Cache-Control": CACHE_CONTROL})
 
@@ -54,7 +60,7 @@ def _not_found(projection_type: str, key: str) -> ApiError:
     return ApiError(404, "not_found", f"no projection {projection_type}/{key} for this user")
 
 
-def _wait_seconds(timeout: str | None, settings: Settings) -> float:
+def _wait_seconds(timeout: str | None, settings: ApiSettings) -> float:
     if timeout is None:
         return settings.default_wait_seconds
     try:
@@ -123,10 +129,7 @@ async def get_projection(
     projection_type: ProjectionType,
     key: ProjectionKey,
     principal: User,
-    db: Db,
-    hub: Hub,
-    settings: Settings,
-    response: Response,
+    request: Request,
     after_event: Annotated[
         UUID | None,
         Query(
@@ -149,9 +152,12 @@ async def get_projection(
     waits (on the server's one LISTEN connection, no polling) until the event's
     projection.update job has completed; if `timeout` passes first, 202 with what is
     stored now. Another user's event id answers 404."""
+    db = database_of(request)
     if after_event is not None:
-        seconds = _wait_seconds(timeout, settings)
-        pending = await _await_event(hub, principal, after_event, seconds, projection_type, key, db)
+        seconds = _wait_seconds(timeout, settings_of(request))
+        pending = await _await_event(
+            hub_of(request), principal, after_event, seconds, projection_type, key, db
+        )
         if pending is not None:
             return pending
     stored = await service.read_projection(db, principal.user_id, projection_type, key)
@@ -160,19 +166,18 @@ async def get_projection(
     etag = projection_etag(stored)
     if matches(if_none_match, etag):
         return _not_modified(etag)
-    response.headers["ETag"] = etag
-    response.headers["Cache-Control"] = CACHE_CONTROL
-    return ProjectionOut.of(stored)
+    # Serialised here, not by FastAPI: the model is the one the route declares.
+    return _json(ProjectionOut.of(stored), {"ETag": etag, "Cache-Control": CACHE_CONTROL})
 
 
 async def _await_event(
-    hub: Hub,
+    hub: NotificationHub,
     principal: Principal,
     event_id: UUID,
     seconds: float,
     projection_type: str,
     key: str,
-    db: Db,
+    db: service.Database,
 ) -> Response | None:
     """None once the event is covered; else the 202 answer."""
     with READ_YOUR_WRITE_WAITING.track_inprogress():
@@ -192,9 +197,4 @@ async def _await_event(
         job_status=coverage,
         projection=ProjectionOut.of(stored) if stored else None,
     )
-    return Response(
-        body.model_dump_json(),
-        status_code=202,
-        media_type="application/json",
-        headers={"Cache-Control": "no-store"},
-    )
+    return _json(body, {"Cache-Control": "no-store"}, 202)
