@@ -31,7 +31,7 @@ from stride.backfill.verify import Drift, VerifyResult, verify_sample
 from stride.domain.events import OBJECTIVE_EVENT_TYPES, RETRACTION_EVENT_TYPE
 from stride.queue.jobs import retry_dead
 from stride.queue.status import DeadJob, QueueStatus, queue_status
-from stride.storage.connection import AsyncDbConnection, DbConnection
+from stride.storage.connection import AsyncDbConnection, DbConnection, connect
 from stride.storage.event_store import (
     AppendResult,
     EventBatchError,
@@ -47,6 +47,7 @@ from stride.storage.projection_store import (
     job_statuses_by_event_async,
     read_projection_async,
     read_projections_async,
+    sample_user_with_projection,
 )
 from stride.storage.tokens import (
     TOKENS_CHANNEL,
@@ -80,8 +81,10 @@ __all__ = [
     "StoredToken",
     "TriggerResult",
     "VerifyResult",
+    "connect",
     "list_tokens",
     "revoke_token",
+    "sample_user_with_projection",
 ]
 
 # What a client may append: the nine objective event types and retractions.

@@ -15,6 +15,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from stride.api.demo import serve_demo
 from stride.backfill.trigger import trigger_backfill
 from stride.cli.backfill import print_report, wait_for_drain
 from stride.cli.common import (
@@ -109,9 +110,14 @@ def run_command(
     source: Annotated[str, typer.Option("--source", help="The backfill's source label.")] = (
         "demo.objective_foundation"
     ),
+    serve_api: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Then serve the HTTP API until Ctrl-C.")
+    ] = True,
+    port: Annotated[int, typer.Option("--port", help="The HTTP API's port.")] = 8000,
     database_url: DatabaseUrlOption = None,
 ) -> None:
-    """The whole story: migrate, seed, backfill through real workers, verification reports."""
+    """The whole story: migrate, seed, backfill through real workers, verification reports,
+    then the HTTP API with a curl line that reads a demo user's objective state."""
     log_path = data_dir().expanduser().resolve().parent / "demo-workers.log"
     with database_errors():
         target = database(database_url)
@@ -140,6 +146,13 @@ def run_command(
         )
     if progress is None or not progress.complete:
         raise typer.Exit(1)
+    if serve_api:
+        serve_demo(
+            target.url,
+            host="127.0.0.1",
+            port=port,
+            say=lambda line: console.print(line, highlight=False, soft_wrap=True),
+        )
 
 
 def _progress(quiet: bool) -> Progress:

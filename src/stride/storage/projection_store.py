@@ -213,6 +213,22 @@ def existing_user_ids(conn: DbConnection, user_ids: Sequence[UUID]) -> set[UUID]
     return {row[0] for row in rows}
 
 
+SAMPLE_USER_WITH_PROJECTION = """
+SELECT user_id FROM projections
+WHERE projection_type = %(projection_type)s AND key = %(key)s
+ORDER BY user_id
+LIMIT 1
+"""
+
+
+def sample_user_with_projection(conn: DbConnection, projection_type: str, key: str) -> UUID | None:
+    """Some user who has this projection (the first by id), or None."""
+    row = conn.execute(
+        SAMPLE_USER_WITH_PROJECTION, {"projection_type": projection_type, "key": key}
+    ).fetchone()
+    return row[0] if row else None
+
+
 # --- async reads (the HTTP API) --------------------------------------------------------
 
 
