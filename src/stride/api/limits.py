@@ -1,30 +1,26 @@
-"""What a request may cost: body size, JSON shape, content type, and a rate per token.
+"""What a request may cost: body size, JSON shape, and a rate per token.
 
-Bodies are read and parsed here, before FastAPI sees them (a custom Request and
-APIRoute), so a bad body is refused with a precise 4xx and never reaches the
-store: 415 for a non-JSON content type, 413 past the size cap (checked on
+Bodies are read and parsed here, before FastAPI sees them (a custom Request,
+used by stride.api.routing.ApiRoute), so a bad body is refused with a precise
+4xx and never reaches the store: 413 past the size cap (checked on
 Content-Length and again while streaming), 400 for malformed JSON, 422 naming
 the field for strings that are too long or hold NUL, and for nesting too deep.
 """
 
 from __future__ import annotations
 
-import email.message
 import math
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from fastapi import Request, Response
-from fastapi.routing import APIRoute
+from fastapi import Request
 
 from stride.api.config import ApiSettings
 from stride.api.errors import ApiError, FieldError, batch_index, field_path
-
-BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-
+from stride.api.state import settings_of
 
 # --- rate ----------------------------------------------------------------------------------
 
@@ -172,40 +168,3 @@ class ApiRequest(Request):
 
 def _too_large(limit: int) -> ApiError:
     return ApiError(413, "body_too_large", f"the request body exceeds {limit:,} bytes")
-
-
-def settings_of(request: Request) -> ApiSettings:
-    settings: ApiSettings = request.app.state.settings
-    return settings
-
-
-def _is_json(content_type: str | None) -> bool:
-    if not content_type:
-        return False
-    message = email.message.Message()
-    message["content-type"] = content_type
-    subtype = message.get_content_subtype()
-    return message.get_content_maintype() == "application" and (
-        subtype == "json" or subtype.endswith("+json")
-    )
-
-
-class ApiRoute(APIRoute):
-    """Routes whose bodies go through ApiRequest, and must be JSON (else 415)."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-        takes_body = self.body_field is not None
-
-        async def handle(request: Request) -> Response:
-            if takes_body and request.method in BODY_METHODS:
-                content_type = request.headers.get("content-type")
-                if not _is_json(content_type):
-                    raise ApiError(
-                        415,
-                        "unsupported_media_type",
-                        f"send the body as application/json, not {content_type or 'nothing'}",
-                    )
-            return await handler(ApiRequest(request.scope, request.receive))
-
-        return handle

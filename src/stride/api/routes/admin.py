@@ -9,7 +9,6 @@ from fastapi import APIRouter, Path, Response
 from stride.api import service
 from stride.api.auth import Operator
 from stride.api.errors import ApiError, error_responses
-from stride.api.limits import ApiRoute
 from stride.api.models import (
     BackfillCancelOut,
     BackfillRunOut,
@@ -25,6 +24,7 @@ from stride.api.models import (
     VerifyIn,
     VerifyOut,
 )
+from stride.api.routing import ApiRoute
 from stride.api.state import Db
 
 router = APIRouter(prefix="/v1/admin", route_class=ApiRoute, tags=["operator"])

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Body, Response
 from stride.api import service
 from stride.api.auth import User
 from stride.api.errors import ApiError, FieldError, error_responses, invalid
-from stride.api.limits import ApiRoute
 from stride.api.models import AppendedBatch, AppendedEvent, EventBatchIn, EventIn, EventsBody
+from stride.api.routing import ApiRoute
 from stride.api.state import Db, Settings
 
 router = APIRouter(prefix="/v1", route_class=ApiRoute, tags=["events"])

@@ -6,9 +6,9 @@ import psycopg
 from fastapi import APIRouter, Response
 
 from stride.api import service
-from stride.api.limits import ApiRoute
 from stride.api.metrics import exposition
 from stride.api.models import HealthOut, ReadyOut
+from stride.api.routing import ApiRoute
 from stride.api.state import Db
 
 router = APIRouter(route_class=ApiRoute, tags=["probes"])

@@ -13,9 +13,9 @@ from stride.api import service
 from stride.api.auth import Principal, User
 from stride.api.config import ApiSettings, parse_duration
 from stride.api.errors import ApiError, FieldError, error_responses, invalid
-from stride.api.limits import ApiRoute
 from stride.api.metrics import READ_YOUR_WRITE_WAITING
 from stride.api.models import ProjectionList, ProjectionOut, ProjectionPending, WhoAmI
+from stride.api.routing import ApiRoute
 from stride.api.state import Db, database_of, hub_of, settings_of
 from stride.api.waiting import NotificationHub
 
