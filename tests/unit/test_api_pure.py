@@ -125,7 +125,7 @@ def test_field_paths() -> None:
         (["completed"], "covered"),
         (["pending"], "waiting"),
         (["processing"], "waiting"),
-        (["failed"], "waiting"),
+        (["failed"], "stalled"),
         (["dead"], "stalled"),
         (["cancelled"], "stalled"),
         (["dead", "completed"], "covered"),

@@ -142,7 +142,7 @@ class ProjectionPending(BaseModel):
     covered: Literal[False] = False
     job_status: Literal["waiting", "stalled"] = Field(
         description="waiting: its projection.update job is pending or running; stalled: "
-        "the job is dead or cancelled, so only an operator (retry) can bring it in."
+        "the job is dead, failed or cancelled, so only an operator (retry) can bring it in."
     )
     projection: ProjectionOut | None
 

@@ -35,7 +35,8 @@ from stride.api import service
 log = logging.getLogger("stride.api.waiting")
 
 Coverage = Literal["covered", "waiting", "stalled"]
-OPEN_STATUSES = frozenset({"pending", "processing", "failed"})
+# `failed` is final: the handler declared the job hopeless (retrying cannot help).
+OPEN_STATUSES = frozenset({"pending", "processing"})
 RECONNECT_MAX_DELAY = 5.0
 
 
@@ -43,7 +44,7 @@ def coverage_of(statuses: Sequence[str | None]) -> Coverage:
     """How far an event's projection.update jobs (by status; None: no job row) have got.
 
     covered: one completed, or there is none; waiting: one will still run;
-    stalled: dead or cancelled, so nothing runs it until an operator retries.
+    stalled: dead, failed or cancelled, so nothing runs it until an operator retries.
     """
     if not statuses or any(s is None or s == "completed" for s in statuses):
         return "covered"
