@@ -26,6 +26,7 @@ from psycopg.types.json import set_json_loads
 set_json_loads(orjson.loads)
 
 DbConnection = psycopg.Connection[Any]
+AsyncDbConnection = psycopg.AsyncConnection[Any]
 
 DEFAULT_DATA_DIR = Path(".stride") / "pgdata"
 EMBEDDED_DATABASE = "stride"
