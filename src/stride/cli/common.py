@@ -72,6 +72,10 @@ def database_errors() -> Iterator[None]:
         fail(f"{exc.diag.message_primary} — is the schema migrated? run `stride db migrate`")
     except psycopg.OperationalError as exc:
         fail("database connection failed: " + " ".join(str(exc).split()))
+    except psycopg.Error as exc:
+        # Permissions, read-only standby, constraint or limit errors: still one line.
+        state = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
+        fail("database error: " + " ".join(str(exc).split()) + state)
 
 
 class _OneLineBadParameter(typer.BadParameter):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -155,7 +156,7 @@ def parse_timestamp(value: Any) -> datetime:
         raise EventValidationError(
             "timestamp",
             f"{moment.isoformat()} is outside the range stride can store and read back "
-            f"in every time zone: {MIN_TIMESTAMP:%Y-%m-%d} to {MAX_TIMESTAMP:%Y-%m-%d} (UTC)",
+            f"in every time zone: {MIN_TIMESTAMP.date()} to {MAX_TIMESTAMP.date()} (UTC)",
         )
     return moment
 
@@ -311,6 +312,10 @@ def parse_json(text: bytes | str, field: str) -> Any:
             field, f"invalid JSON: {exc.msg} at column {exc.colno}"
         ) from None
     except ValueError as exc:
+        if str(exc).startswith("Exceeds the limit"):  # int_max_str_digits
+            raise EventValidationError(
+                field, f"invalid JSON: an integer of over {sys.get_int_max_str_digits():,} digits"
+            ) from None
         raise EventValidationError(field, f"invalid JSON: {exc}") from None
 
 
