@@ -13,9 +13,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from uuid import UUID
 
-from stride.backfill import BACKFILL_JOB_TYPE, PROJECTION_UPDATE_JOB_TYPE
 from stride.backfill.fanout import run_fan_out
 from stride.domain.events import RETRACTION_EVENT_TYPE
+from stride.domain.job_types import BACKFILL_JOB_TYPE, PROJECTION_UPDATE_JOB_TYPE
 from stride.projection_refresh import refresh_users, resolve_retracted_types
 from stride.queue.jobs import ClaimedJob
 from stride.queue.worker import BatchContext, HandlerRegistry, JobContext

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from stride.backfill import FANOUT_PRIORITY, PROJECTION_UPDATE_JOB_TYPE
+from stride.backfill import FANOUT_PRIORITY
 from stride.domain.events import OBJECTIVE_EVENT_TYPES
+from stride.domain.job_types import PROJECTION_UPDATE_JOB_TYPE
 from stride.storage.connection import DbConnection
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Literal
 
-from stride.backfill import BACKFILL_JOB_TYPE
 from stride.domain.events import OBJECTIVE_EVENT_TYPES
+from stride.domain.job_types import BACKFILL_JOB_TYPE
 from stride.queue.jobs import NewJob, enqueue
 from stride.storage.connection import DbConnection
 
