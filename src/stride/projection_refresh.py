@@ -14,7 +14,7 @@ from datetime import datetime
 from uuid import UUID
 
 from stride.domain.events import Event
-from stride.projections.registry import ProjectionHandler, fold_user, handlers_for_event_type
+from stride.projections.registry import ReadModel, fold_user, read_models_for_event_type
 from stride.storage.connection import DbConnection
 from stride.storage.projection_store import (
     ProjectionWrite,
@@ -55,17 +55,17 @@ def resolve_retracted_types(conn: DbConnection, retraction_ids: Iterable[UUID]) 
     return {row[0]: row[1] for row in rows if isinstance(row[1], str)}
 
 
-def handlers_for(event_types: Iterable[str]) -> tuple[ProjectionHandler, ...]:
+def handlers_for(event_types: Iterable[str]) -> tuple[ReadModel, ...]:
     """The distinct handlers registered for any of `event_types`, in a stable order."""
-    chosen: dict[str, ProjectionHandler] = {}
+    chosen: dict[str, ReadModel] = {}
     for event_type in event_types:
-        for handler in handlers_for_event_type(event_type):
+        for handler in read_models_for_event_type(event_type):
             chosen.setdefault(handler.name, handler)
     return tuple(chosen[name] for name in sorted(chosen))
 
 
 def load_events_for_handlers(
-    conn: DbConnection, user_ids: Collection[UUID], handlers: Iterable[ProjectionHandler]
+    conn: DbConnection, user_ids: Collection[UUID], handlers: Iterable[ReadModel]
 ) -> dict[UUID, list[Event]]:
     """Each user's events that any of `handlers` reads, in one query."""
     chosen = list(handlers)

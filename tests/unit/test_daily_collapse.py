@@ -15,12 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stride.domain.events import Event
-from stride.projections.registry import HANDLERS, fold_user
+from stride.projections.registry import READ_MODELS, fold_user
 
 USER = UUID(int=1)
 BASE = datetime(2026, 6, 1, tzinfo=UTC)
 NOW = BASE + timedelta(days=120)
-DAILY = frozenset().union(*(h.timestamp_only_event_types for h in HANDLERS))
+DAILY = frozenset().union(*(m.timestamp_only_event_types for m in READ_MODELS))
 
 
 def collapse(events: list[Event]) -> list[Event]:
@@ -75,8 +75,8 @@ def histories(draw: st.DrawFn) -> list[Event]:
 @settings(max_examples=150, deadline=None)
 @given(histories())
 def test_folds_are_blind_to_collapsing_timestamp_only_events(events: list[Event]) -> None:
-    full = fold_user(events, NOW, HANDLERS)
-    collapsed = fold_user(collapse(events), NOW, HANDLERS)
+    full = fold_user(events, NOW, READ_MODELS)
+    collapsed = fold_user(collapse(events), NOW, READ_MODELS)
     assert sorted(collapsed) == sorted(full)
     for row in full:
         assert json.dumps(collapsed[row], sort_keys=True) == json.dumps(full[row], sort_keys=True)
