@@ -9,8 +9,8 @@ from uuid import UUID
 import psycopg
 
 from stride.app import build_registry
-from stride.projection_refresh import refresh_users
 from stride.queue.worker import Worker
+from stride.readmodels.refresh import refresh_users
 from stride.storage.event_store import NewEvent, add_user, append_event, append_events
 from stride.storage.projection_store import read_projections
 
