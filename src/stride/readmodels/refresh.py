@@ -8,7 +8,6 @@ writes every projection.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,18 +31,27 @@ from stride.storage.projection_store import (
 
 log = logging.getLogger(__name__)
 
-_UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
-
-# What a retraction retracts: the stored type of the retracted event when it
-# exists (the store is the truth), else the type the retraction names.
+# Which event types a retraction's recompute must cover. Retracting a retraction
+# undoes it (stride.domain.events.retracted_event_ids), so the chain is followed
+# down to the events it ends at: each one's stored type when it exists (the
+# store is the truth), else the type the retraction names. Targets are matched
+# within the retraction's own user, by stride_retraction_target (migration
+# 0006), the same rule the folds apply. UNION (not ALL) ends the walk on cycles.
 RETRACTED_TYPES = """
-SELECT r.id, coalesce(t.event_type, r.data ->> 'retracted_event_type')
-FROM events r
-LEFT JOIN events t
-       ON t.user_id = r.user_id
-      AND t.id = CASE WHEN r.data ->> 'retracted_event_id' ~* %(uuid_pattern)s
-                      THEN (r.data ->> 'retracted_event_id')::uuid END
-WHERE r.id = ANY(%(ids)s) AND r.event_type = 'event.retracted'
+WITH RECURSIVE chain (origin, user_id, target, named_type) AS (
+    SELECT r.id, r.user_id, stride_retraction_target(r.data), r.data ->> 'retracted_event_type'
+    FROM events r
+    WHERE r.id = ANY(%(ids)s) AND r.event_type = 'event.retracted'
+    UNION
+    SELECT c.origin, c.user_id, stride_retraction_target(t.data), t.data ->> 'retracted_event_type'
+    FROM chain c
+    JOIN events t ON t.id = c.target AND t.user_id = c.user_id
+    WHERE t.event_type = 'event.retracted'
+)
+SELECT DISTINCT c.origin, coalesce(t.event_type, c.named_type)
+FROM chain c
+LEFT JOIN events t ON t.id = c.target AND t.user_id = c.user_id
+WHERE coalesce(t.event_type, c.named_type) <> 'event.retracted'
 """
 
 
@@ -67,15 +75,14 @@ def resolve_retracted_types(
     conn: DbConnection, retraction_ids: Iterable[UUID]
 ) -> dict[UUID, set[str]]:
     """Map retraction event ids to the event types their recompute covers (unknown ones are
-    left out): the stored type of the retracted event, else the type the retraction names."""
+    left out): the retracted event's type, and along a chain of retracted retractions the
+    type each one ends at."""
     ids = list(retraction_ids)
     if not ids:
         return {}
     resolved: dict[UUID, set[str]] = {}
-    rows = conn.execute(RETRACTED_TYPES, {"ids": ids, "uuid_pattern": _UUID_TEXT.pattern})
-    for retraction_id, event_type in rows:
-        if isinstance(event_type, str):
-            resolved.setdefault(retraction_id, set()).add(event_type)
+    for retraction_id, event_type in conn.execute(RETRACTED_TYPES, {"ids": ids}):
+        resolved.setdefault(retraction_id, set()).add(event_type)
     return resolved
 
 
