@@ -38,7 +38,7 @@ from bench.harness import (
 )
 from stride.backfill.reports import run_progress
 from stride.backfill.trigger import trigger_backfill
-from stride.storage.population import seed_population
+from stride.demo.population import seed_population
 
 
 def prepared_database(server: str, users: int, seed: int, reuse: bool) -> str:

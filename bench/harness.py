@@ -22,8 +22,9 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from stride.queue.processes import running_workers
-from stride.storage.event_store import NewEvent, append_event
+from stride.demo.worker_processes import running_workers
+from stride.domain.validation import NewEvent
+from stride.storage.event_store import append_event
 from stride.storage.migrations import migrate
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -32,7 +32,7 @@ from bench.harness import (
     sample_user_ids,
     worker_fleet,
 )
-from stride.storage.population import seed_population
+from stride.demo.population import seed_population
 
 
 def main() -> None:

@@ -14,9 +14,10 @@ import psycopg
 import pytest
 from tests.conftest import migrated_database
 
+from stride.demo.population import SEED_REFERENCE, seed_population, seeded_user_ids
 from stride.domain.events import OBJECTIVE_EVENT_TYPES
-from stride.storage.event_store import NewEvent, append_event
-from stride.storage.population import SEED_REFERENCE, seed_population, seeded_user_ids
+from stride.domain.validation import NewEvent
+from stride.storage.event_store import append_event
 
 Conn = psycopg.Connection[Any]
 

@@ -9,10 +9,12 @@ from uuid import UUID
 import psycopg
 
 from stride.app import build_registry
+from stride.domain.validation import NewEvent
 from stride.queue.worker import Worker
 from stride.readmodels.refresh import refresh_users
-from stride.storage.event_store import NewEvent, add_user, append_event, append_events
+from stride.storage.event_store import append_event, append_events
 from stride.storage.projection_store import read_projections
+from stride.storage.users import add_user
 
 T0 = datetime(2026, 10, 1, 8, tzinfo=UTC)
 

@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 from tests.uuid_spellings import retracted_id_values, spellings
 
 from stride.domain.events import RETRACTION_EVENT_TYPE, Event, retraction_target
+from stride.domain.validation import NewEvent
 from stride.projections.registry import READ_MODELS, fold_user
 from stride.readmodels.refresh import (
     EventChange,
@@ -27,8 +28,9 @@ from stride.readmodels.refresh import (
     refresh_for_events,
     resolve_retracted_types,
 )
-from stride.storage.event_store import NewEvent, add_user, append_event, append_events
+from stride.storage.event_store import append_event, append_events
 from stride.storage.projection_store import read_projections
+from stride.storage.users import add_user
 
 T0 = datetime(2026, 4, 1, tzinfo=UTC)
 NOW = T0 + timedelta(days=30)

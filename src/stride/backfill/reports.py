@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -200,3 +202,48 @@ def users_on_old_model(conn: DbConnection) -> int:
         },
     ).fetchone()
     return int(row[0]) if row else 0
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillStatus:
+    """What `stride backfill status` shows: the runbook's reports, the run, stale users."""
+
+    reports: list[Report]
+    run: RunProgress | None  # None when the source was never triggered
+    users_on_older_model_versions: int  # every user, including those created after the trigger
+
+
+def backfill_status(conn: DbConnection, source: str) -> BackfillStatus:
+    return BackfillStatus(
+        reports=runbook_reports(conn, source),
+        run=run_progress(conn, source),
+        users_on_older_model_versions=users_on_old_model(conn),
+    )
+
+
+DrainProgress = Callable[[RunProgress], None]
+
+
+def wait_until_drained(
+    conn: DbConnection,
+    source: str,
+    *,
+    timeout: float | None = None,
+    on_progress: DrainProgress | None = None,
+    poll_seconds: float = 1.0,
+) -> RunProgress | None:
+    """Poll the latest run of `source` until its fan-out has drained or `timeout` has passed.
+
+    `conn` must be in autocommit mode, so every poll sees fresh rows. None when
+    `source` was never triggered.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        progress = run_progress(conn, source)
+        if progress is None:
+            return None
+        if on_progress is not None:
+            on_progress(progress)
+        if progress.drained or (deadline is not None and time.monotonic() > deadline):
+            return progress
+        time.sleep(poll_seconds)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -11,11 +13,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from stride.backfill import DEFAULT_SOURCE
 from stride.backfill.control import cancel_backfill
 from stride.backfill.reports import (
+    BackfillStatus,
+    DrainProgress,
     Report,
     RunProgress,
-    run_progress,
-    runbook_reports,
-    users_on_old_model,
+    backfill_status,
+    wait_until_drained,
 )
 from stride.backfill.trigger import BackfillInputError, trigger_backfill, validate_source
 from stride.backfill.verify import verify_sample
@@ -88,9 +91,9 @@ def _render_progress(progress: RunProgress) -> None:
         err_console.print(f"[yellow]not complete:[/yellow] {problem}", highlight=False)
 
 
-def wait_for_drain(url: str, source: str, timeout: float | None, quiet: bool) -> RunProgress:
-    """Poll the run until its fan-out has drained, drawing a progress bar."""
-    deadline = None if timeout is None else time.monotonic() + timeout
+@contextmanager
+def drain_bar(quiet: bool) -> Iterator[DrainProgress]:
+    """A progress bar of a draining backfill, fed one RunProgress per poll."""
     columns = (
         TextColumn("[bold]backfill"),
         BarColumn(),
@@ -98,16 +101,12 @@ def wait_for_drain(url: str, source: str, timeout: float | None, quiet: bool) ->
         TextColumn("users · {task.fields[rate]} jobs/s · {task.fields[open]} jobs open"),
         TimeRemainingColumn(),
     )
-    with (
-        connect(url, autocommit=True) as conn,
-        Progress(*columns, console=err_console, disable=quiet) as bar,
-    ):
+    with Progress(*columns, console=err_console, disable=quiet) as bar:
         task = bar.add_task("users", total=None, rate="-", open="-")
         previous: tuple[float, int] | None = None
-        while True:
-            progress = run_progress(conn, source)
-            if progress is None:
-                fail(f"no backfill was ever triggered for source {source!r}")
+
+        def show(progress: RunProgress) -> None:
+            nonlocal previous
             done_jobs = sum(
                 n for s, n in progress.job_counts.items() if s not in ("pending", "processing")
             )
@@ -123,35 +122,45 @@ def wait_for_drain(url: str, source: str, timeout: float | None, quiet: bool) ->
                 rate=rate,
                 open=f"{progress.jobs_open:,}",
             )
-            if progress.drained:
-                return progress
-            if deadline is not None and now > deadline:
-                return progress
-            time.sleep(1.0)
+
+        yield show
+
+
+def wait_for_drain(url: str, source: str, timeout: float | None, quiet: bool) -> RunProgress:
+    """Poll the run until its fan-out has drained, drawing a progress bar."""
+    with connect(url, autocommit=True) as conn, drain_bar(quiet) as show:
+        progress = wait_until_drained(conn, source, timeout=timeout, on_progress=show)
+    if progress is None:
+        fail(f"no backfill was ever triggered for source {source!r}")
+    return progress
+
+
+def render_status(
+    status: BackfillStatus, as_json: bool, extra: dict[str, Any] | None = None
+) -> None:
+    if as_json:
+        document: dict[str, Any] = dict(extra or {})
+        document["reports"] = {r.name: r.as_dict() for r in status.reports}
+        document["run"] = status.run.as_dict() if status.run else None
+        document["users_on_older_model_versions"] = status.users_on_older_model_versions
+        print_json(document)
+        return
+    _render_reports(status.reports)
+    if status.run:
+        _render_progress(status.run)
+    console.print(
+        "users (all) whose objective projections an older model version computed: "
+        f"{status.users_on_older_model_versions}",
+        highlight=False,
+    )
 
 
 def print_report(
     conn: DbConnection, source: str, as_json: bool, extra: dict[str, Any] | None = None
 ) -> RunProgress | None:
-    reports = runbook_reports(conn, source)
-    progress = run_progress(conn, source)
-    # Beyond the snapshot: every user, including those created after the trigger.
-    stale = users_on_old_model(conn)
-    if as_json:
-        document: dict[str, Any] = dict(extra or {})
-        document["reports"] = {r.name: r.as_dict() for r in reports}
-        document["run"] = progress.as_dict() if progress else None
-        document["users_on_older_model_versions"] = stale
-        print_json(document)
-    else:
-        _render_reports(reports)
-        if progress:
-            _render_progress(progress)
-        console.print(
-            f"users (all) whose objective projections an older model version computed: {stale}",
-            highlight=False,
-        )
-    return progress
+    status = backfill_status(conn, source)
+    render_status(status, as_json, extra)
+    return status.run
 
 
 @app.command("objective-foundation")

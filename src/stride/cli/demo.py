@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import time
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,8 +17,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from stride.backfill.trigger import trigger_backfill
-from stride.cli.backfill import print_report, wait_for_drain
+from stride.backfill.reports import DrainProgress
+from stride.backfill.trigger import TriggerResult
+from stride.cli.backfill import drain_bar, render_status
 from stride.cli.common import (
     DatabaseUrlOption,
     JsonOption,
@@ -28,10 +31,9 @@ from stride.cli.common import (
     print_json,
     typer_app,
 )
-from stride.queue.processes import running_workers
-from stride.storage.connection import DbConnection, connect, data_dir
-from stride.storage.migrations import migrate
-from stride.storage.population import SeedSummary, seed_population
+from stride.demo.population import SeedProgress, SeedSummary, seed_population
+from stride.demo.run import DEMO_SOURCE, DemoSettings, run_demo
+from stride.storage.migrations import Migration
 
 app = typer_app("Synthetic data for demos, tests and benchmarks.")
 
@@ -48,8 +50,8 @@ def seed_command(
     It models pre-existing history: no projection jobs are queued (run the backfill
     to compute projections). Re-running with the same seed adds nothing.
     """
-    with connected(database_url) as conn:
-        summary = _seed_with_progress(conn, users, seed, quiet=as_json)
+    with connected(database_url) as conn, _seed_bar(users, quiet=as_json) as advance:
+        summary = seed_population(conn, users, seed, progress=advance)
     if as_json:
         print_json(
             {
@@ -66,7 +68,8 @@ def seed_command(
     _print_seed_summary(summary, users, seed)
 
 
-def _seed_with_progress(conn: DbConnection, users: int, seed: int, quiet: bool) -> SeedSummary:
+@contextmanager
+def _seed_bar(users: int, quiet: bool) -> Iterator[SeedProgress]:
     with _progress(quiet) as progress:
         task = progress.add_task("seeding", total=users, events=0, rate=0.0)
 
@@ -75,7 +78,7 @@ def _seed_with_progress(conn: DbConnection, users: int, seed: int, quiet: bool) 
             rate = events / elapsed if elapsed else 0.0
             progress.update(task, completed=users_done, events=events, rate=rate)
 
-        return seed_population(conn, users, seed, progress=advance)
+        yield advance
 
 
 def _print_seed_summary(summary: SeedSummary, users: int, seed: int) -> None:
@@ -106,40 +109,52 @@ def run_command(
     workers: Annotated[
         int, typer.Option("--workers", min=1, help="Worker processes to start.")
     ] = 2,
-    source: Annotated[str, typer.Option("--source", help="The backfill's source label.")] = (
-        "demo.objective_foundation"
-    ),
+    source: Annotated[
+        str, typer.Option("--source", help="The backfill's source label.")
+    ] = DEMO_SOURCE,
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """The whole story: migrate, seed, backfill through real workers, verification reports."""
-    log_path = data_dir().expanduser().resolve().parent / "demo-workers.log"
+    settings = DemoSettings(users=users, seed=seed, workers=workers, source=source)
     with database_errors():
-        target = database(database_url)
-        with connect(target.url, autocommit=True) as conn:
-            applied = migrate(conn)
-            console.print(f"schema: {len(applied)} migration(s) applied", highlight=False)
-            _print_seed_summary(_seed_with_progress(conn, users, seed, quiet=False), users, seed)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as log, running_workers(target.url, workers, log=log):
-            console.print(f"started {workers} worker processes (log: {log_path})", highlight=False)
-            started = time.monotonic()
-            with connect(target.url, autocommit=True) as conn:
-                result = trigger_backfill(conn, source)
-            console.print(result.describe(), highlight=False)
-            if result.outcome == "no_users":
-                return
-            wait_for_drain(target.url, source, None, quiet=False)
-            elapsed = time.monotonic() - started
-        with connect(target.url, autocommit=True) as conn:
-            progress = print_report(conn, source, as_json=False)
-    if progress is not None:
+        result = run_demo(database(database_url).url, settings, _ConsoleObserver(settings))
+    if result.status is None:
+        return
+    render_status(result.status, as_json=False)
+    run = result.status.run
+    if run is not None:
         console.print(
-            f"backfill of {progress.users_total:,} users took {elapsed:.1f}s "
-            f"({progress.users_total / elapsed:,.0f} users/s)",
+            f"backfill of {run.users_total:,} users took {result.backfill_seconds:.1f}s "
+            f"({run.users_total / result.backfill_seconds:,.0f} users/s)",
             highlight=False,
         )
-    if progress is None or not progress.complete:
+    if not result.complete:
         raise typer.Exit(1)
+
+
+class _ConsoleObserver:
+    """Draws `demo run`'s steps on the terminal (implements DemoObserver)."""
+
+    def __init__(self, settings: DemoSettings) -> None:
+        self.settings = settings
+
+    def migrated(self, applied: Sequence[Migration]) -> None:
+        console.print(f"schema: {len(applied)} migration(s) applied", highlight=False)
+
+    def seeding(self, users: int) -> AbstractContextManager[SeedProgress]:
+        return _seed_bar(users, quiet=False)
+
+    def seeded(self, summary: SeedSummary) -> None:
+        _print_seed_summary(summary, self.settings.users, self.settings.seed)
+
+    def workers_started(self, count: int, worker_log: Path) -> None:
+        console.print(f"started {count} worker processes (log: {worker_log})", highlight=False)
+
+    def triggered(self, result: TriggerResult) -> None:
+        console.print(result.describe(), highlight=False)
+
+    def draining(self) -> AbstractContextManager[DrainProgress]:
+        return drain_bar(quiet=False)
 
 
 def _progress(quiet: bool) -> Progress:

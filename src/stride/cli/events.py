@@ -32,15 +32,10 @@ from stride.cli.common import (
     usage_error,
 )
 from stride.cli.users import parse_uuid
+from stride.domain.validation import EventValidationError, NewEvent, parse_timestamp
 from stride.storage.connection import connect
-from stride.storage.event_store import (
-    EventValidationError,
-    ImportSummary,
-    NewEvent,
-    append_event,
-    import_jsonl,
-    parse_timestamp,
-)
+from stride.storage.event_import import ImportSummary, import_jsonl
+from stride.storage.event_store import append_event
 
 app = typer_app("Append and import events.")
 

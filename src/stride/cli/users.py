@@ -18,7 +18,7 @@ from stride.cli.common import (
     typer_app,
     usage_error,
 )
-from stride.storage.event_store import DuplicateUserError, add_user, list_users
+from stride.storage.users import DuplicateUserError, add_user, list_users
 
 app = typer_app("Create and list users.")
 
@@ -55,7 +55,10 @@ def list_command(
     database_url: DatabaseUrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List users in creation order, with their event counts."""
+    """List users in id order, with their event counts.
+
+    Generated ids (UUIDv7) sort in creation order; ids given with `users add --id` sort by value.
+    """
     with connected(database_url) as conn:
         users = list_users(conn, limit)
     if as_json:

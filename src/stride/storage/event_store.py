@@ -7,18 +7,20 @@ stores nothing and enqueues nothing, and gives back the id stored the first time
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from uuid import UUID
 
-import psycopg
-
 from stride.domain.ids import new_uuid7
+from stride.domain.validation import (
+    EventBatchError,
+    EventValidationError,
+    NewEvent,
+    ValidEvent,
+    validate_event,
+)
 from stride.storage.connection import DbConnection
+from stride.storage.users import known_users
 
 # ON CONFLICT names the partial unique index events_user_idempotency_key by its
 # expression and predicate, so a primary-key clash still raises. Rows that lose
@@ -47,236 +49,11 @@ JOIN unnest(%(user_ids)s::uuid[], %(keys)s::text[]) AS k (user_id, idempotency_k
 WHERE e.metadata ? 'idempotency_key'
 """
 
-SELECT_KNOWN_USERS = "SELECT id FROM users WHERE id = ANY(%(user_ids)s::uuid[])"
-
-INSERT_USER = "INSERT INTO users (id) VALUES (%(id)s) ON CONFLICT (id) DO NOTHING RETURNING id"
-
-SELECT_USERS = """
-SELECT u.id, u.created_at, (SELECT count(*) FROM events e WHERE e.user_id = u.id)
-FROM users u
-ORDER BY u.id
-LIMIT %(limit)s
-"""
-
-IMPORT_FIELDS = ("user_id", "event_type", "timestamp", "data", "metadata")
-REQUIRED_IMPORT_FIELDS = ("user_id", "event_type", "timestamp", "data")
-
-# json.dumps escapes NUL and unpaired surrogates as \u0000 / \udXXX, which jsonb refuses.
-_SUSPECT_ESCAPE = re.compile(r"\\u(?:0000|d[89a-f])")
-
-
-class EventValidationError(ValueError):
-    """One bad field of one submitted event; `index` is its position in the batch."""
-
-    def __init__(self, field: str, message: str, *, index: int | None = None) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-        self.index = index
-
-    def at(self, index: int) -> EventValidationError:
-        return EventValidationError(self.field, self.message, index=index)
-
-
-class EventBatchError(ValueError):
-    """A call was rejected as a whole; `errors` names every bad record (nothing stored)."""
-
-    def __init__(self, errors: Sequence[EventValidationError], total: int) -> None:
-        self.errors = tuple(sorted(errors, key=lambda e: e.index or 0))
-        self.total = total
-        details = "; ".join(f"record {e.index}: {e}" for e in self.errors[:10])
-        more = f"; and {len(self.errors) - 10} more" if len(self.errors) > 10 else ""
-        super().__init__(f"{len(self.errors)} of {total} events rejected: {details}{more}")
-
-
-class DuplicateUserError(ValueError):
-    """`add_user` was given an id that already exists."""
-
-    def __init__(self, user_id: UUID) -> None:
-        super().__init__(f"user {user_id} already exists")
-        self.user_id = user_id
-
-
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    """An event as a caller submits it; the store validates every field."""
-
-    user_id: UUID | str
-    event_type: str
-    timestamp: datetime | str
-    data: Any = field(default_factory=dict)
-    metadata: Any = None
-
-
-@dataclass(frozen=True, slots=True)
-class ValidEvent:
-    """A validated event, serialised and ready to insert."""
-
-    user_id: UUID
-    event_type: str
-    timestamp: datetime
-    data_json: str
-    metadata_json: str
-    idempotency_key: str | None
-
 
 @dataclass(frozen=True, slots=True)
 class AppendResult:
     id: UUID
     duplicate: bool
-
-
-@dataclass(frozen=True, slots=True)
-class UserRow:
-    id: UUID
-    created_at: datetime
-    event_count: int
-
-
-# --- validation (pure) ---------------------------------------------------------------
-
-
-def _user_id(value: Any) -> UUID:
-    if isinstance(value, UUID):
-        return value
-    if not isinstance(value, str):
-        raise EventValidationError("user_id", f"must be a UUID string, got {_kind(value)}")
-    try:
-        return UUID(value)
-    except ValueError:
-        raise EventValidationError("user_id", f"not a UUID: {value!r}") from None
-
-
-def _event_type(value: Any) -> str:
-    if not isinstance(value, str):
-        raise EventValidationError("event_type", f"must be a string, got {_kind(value)}")
-    if not value.strip():
-        raise EventValidationError("event_type", "empty or blank")
-    if value != value.strip():
-        raise EventValidationError("event_type", f"leading or trailing whitespace: {value!r}")
-    if "\x00" in value:
-        raise EventValidationError("event_type", "contains a NUL character")
-    return value
-
-
-def parse_timestamp(value: Any) -> datetime:
-    """An aware datetime from a datetime or an ISO 8601 string with a UTC offset."""
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise EventValidationError(
-                "timestamp",
-                f"unparseable timestamp {value!r}: expected ISO 8601, e.g. 2026-05-01T07:30:00Z",
-            ) from None
-    else:
-        raise EventValidationError("timestamp", f"must be an ISO 8601 string, got {_kind(value)}")
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise EventValidationError("timestamp", "naive timestamp: give a UTC offset")
-    return moment
-
-
-def _json_object(name: str, value: Any) -> str:
-    if not isinstance(value, Mapping):
-        raise EventValidationError(name, f"must be a JSON object, got {_kind(value)}")
-    try:
-        text = json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise EventValidationError(name, f"not JSON-serialisable: {exc}") from None
-    if _SUSPECT_ESCAPE.search(text):
-        problem = _unstorable_string(value)
-        if problem:
-            raise EventValidationError(name, problem)
-    return text
-
-
-def _unstorable_string(value: Any) -> str | None:
-    """Why PostgreSQL would refuse a string inside `value` (NUL, lone surrogate), if so."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            return "contains a NUL character (\\u0000), which PostgreSQL cannot store"
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return "contains an unpaired UTF-16 surrogate, which PostgreSQL cannot store"
-        return None
-    if isinstance(value, Mapping):
-        items: Iterable[Any] = [*value.keys(), *value.values()]
-    elif isinstance(value, list | tuple):
-        items = value
-    else:
-        return None
-    for item in items:
-        problem = _unstorable_string(item)
-        if problem:
-            return problem
-    return None
-
-
-def _kind(value: Any) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
-    return names.get(
-        type(value), "number" if isinstance(value, int | float) else type(value).__name__
-    )
-
-
-def validate_event(event: NewEvent) -> ValidEvent:
-    """Check every field the store relies on; raises EventValidationError for the first bad one."""
-    user_id = _user_id(event.user_id)
-    event_type = _event_type(event.event_type)
-    timestamp = parse_timestamp(event.timestamp)
-    data_json = _json_object("data", event.data)
-    metadata = {} if event.metadata is None else event.metadata
-    metadata_json = _json_object("metadata", metadata)
-    key = metadata.get("idempotency_key")
-    if "idempotency_key" in metadata:
-        if not isinstance(key, str):
-            raise EventValidationError(
-                "metadata.idempotency_key", f"must be a string, got {_kind(key)}"
-            )
-        if not key.strip():
-            raise EventValidationError("metadata.idempotency_key", "empty or blank")
-    return ValidEvent(user_id, event_type, timestamp, data_json, metadata_json, key)
-
-
-def event_from_json_line(line: bytes | str) -> NewEvent:
-    """One JSONL line {user_id, event_type, timestamp, data, metadata?} as a NewEvent."""
-    try:
-        value = json.loads(line, parse_constant=_reject_constant)
-    except UnicodeDecodeError:
-        raise EventValidationError("line", "not valid UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise EventValidationError(
-            "line", f"invalid JSON: {exc.msg} at column {exc.colno}"
-        ) from None
-    except ValueError as exc:
-        raise EventValidationError("line", f"invalid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise EventValidationError("line", f"expected a JSON object, got {_kind(value)}")
-    for name in REQUIRED_IMPORT_FIELDS:
-        if name not in value:
-            raise EventValidationError(name, "missing")
-    for name in value:
-        if name not in IMPORT_FIELDS:
-            raise EventValidationError(
-                str(name), f"unknown field (expected {', '.join(IMPORT_FIELDS)})"
-            )
-    return NewEvent(
-        user_id=value["user_id"],
-        event_type=value["event_type"],
-        timestamp=value["timestamp"],
-        data=value["data"],
-        metadata=value.get("metadata"),
-    )
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-# --- appends -------------------------------------------------------------------------
 
 
 def append_event(conn: DbConnection, event: NewEvent) -> AppendResult:
@@ -323,9 +100,7 @@ def append_valid_events(conn: DbConnection, events: Sequence[ValidEvent]) -> lis
 def _unknown_user_errors(
     conn: DbConnection, events: Sequence[ValidEvent], positions: Iterable[int]
 ) -> list[EventValidationError]:
-    user_ids = sorted({e.user_id for e in events})
-    rows = conn.execute(SELECT_KNOWN_USERS, {"user_ids": user_ids}).fetchall()
-    known = {row[0] for row in rows}
+    known = known_users(conn, (e.user_id for e in events))
     return [
         EventValidationError("user_id", f"unknown user {event.user_id}", index=position)
         for event, position in zip(events, positions, strict=True)
@@ -388,150 +163,3 @@ def _stored_ids(conn: DbConnection, events: Sequence[ValidEvent]) -> dict[tuple[
         {"user_ids": [e.user_id for e in events], "keys": [e.idempotency_key for e in events]},
     ).fetchall()
     return {(row[0], row[1]): row[2] for row in rows}
-
-
-# --- users ---------------------------------------------------------------------------
-
-
-def add_user(conn: DbConnection, user_id: UUID | None = None) -> UUID:
-    """Create a user (a fresh UUIDv7 unless `user_id` is given); a taken id raises."""
-    new_id = user_id if user_id is not None else new_uuid7()
-    row = conn.execute(INSERT_USER, {"id": new_id}).fetchone()
-    if row is None:
-        raise DuplicateUserError(new_id)
-    created: UUID = row[0]
-    return created
-
-
-def list_users(conn: DbConnection, limit: int = 20) -> list[UserRow]:
-    """The first `limit` users in id (creation) order, with their event counts."""
-    rows = conn.execute(SELECT_USERS, {"limit": limit}).fetchall()
-    return [UserRow(row[0], row[1], row[2]) for row in rows]
-
-
-# --- JSONL import ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RejectedLine:
-    line: int
-    field: str
-    reason: str
-
-
-@dataclass(slots=True)
-class ImportSummary:
-    lines: int = 0
-    accepted: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    rejects: list[RejectedLine] = field(default_factory=list)
-
-    @property
-    def rejects_omitted(self) -> int:
-        """Rejects counted but not kept (only the first `max_rejects_kept` are)."""
-        return self.rejected - len(self.rejects)
-
-
-ImportProgress = Callable[[int, int], None]  # (bytes consumed since last call, lines)
-
-
-def import_jsonl(
-    conn: DbConnection,
-    lines: Iterable[bytes],
-    *,
-    batch_size: int = 1000,
-    max_rejects_kept: int = 1000,
-    on_progress: ImportProgress | None = None,
-) -> ImportSummary:
-    """Stream JSONL events into the store, one transaction per batch.
-
-    Each line is validated on its own first, so a bad line is rejected with its
-    number and reason while the good ones are stored. A batch the database still
-    refuses is retried line by line.
-    """
-    summary = ImportSummary()
-    batch: list[tuple[int, ValidEvent]] = []
-    consumed = 0
-
-    def reject(line_number: int, error: EventValidationError | str) -> None:
-        summary.rejected += 1
-        if len(summary.rejects) < max_rejects_kept:
-            if isinstance(error, EventValidationError):
-                summary.rejects.append(RejectedLine(line_number, error.field, error.message))
-            else:
-                summary.rejects.append(RejectedLine(line_number, "database", error))
-
-    def flush() -> None:
-        nonlocal consumed
-        _import_batch(conn, batch, summary, reject)
-        batch.clear()
-        if on_progress is not None:
-            on_progress(consumed, summary.lines)
-        consumed = 0
-
-    for line_number, raw in enumerate(lines, start=1):
-        summary.lines = line_number
-        consumed += len(raw)
-        if not raw.strip():
-            continue
-        try:
-            batch.append((line_number, validate_event(event_from_json_line(raw))))
-        except EventValidationError as exc:
-            reject(line_number, exc)
-        if len(batch) >= batch_size:
-            flush()
-    flush()
-    summary.rejects.sort(key=lambda r: r.line)
-    return summary
-
-
-def _import_batch(
-    conn: DbConnection,
-    batch: list[tuple[int, ValidEvent]],
-    summary: ImportSummary,
-    reject: Callable[[int, EventValidationError | str], None],
-) -> None:
-    pending = batch
-    try:
-        try:
-            results = append_valid_events(conn, [event for _, event in pending])
-        except EventBatchError as exc:
-            # Unknown users: reject those lines, insert the rest.
-            bad = {e.index: e for e in exc.errors}
-            for position, (line_number, _) in enumerate(pending):
-                if position in bad:
-                    reject(line_number, bad[position])
-            pending = [item for position, item in enumerate(pending) if position not in bad]
-            results = append_valid_events(conn, [event for _, event in pending])
-    except (EventBatchError, psycopg.Error):
-        if conn.broken:
-            raise
-        _import_line_by_line(conn, pending, summary, reject)
-        return
-    _count(summary, results)
-
-
-def _import_line_by_line(
-    conn: DbConnection,
-    batch: list[tuple[int, ValidEvent]],
-    summary: ImportSummary,
-    reject: Callable[[int, EventValidationError | str], None],
-) -> None:
-    for line_number, event in batch:
-        try:
-            _count(summary, append_valid_events(conn, [event]))
-        except EventBatchError as exc:
-            reject(line_number, exc.errors[0])
-        except psycopg.Error as exc:
-            if conn.broken:
-                raise
-            reject(line_number, " ".join(str(exc).split()) or type(exc).__name__)
-
-
-def _count(summary: ImportSummary, results: Sequence[AppendResult]) -> None:
-    for result in results:
-        if result.duplicate:
-            summary.duplicates += 1
-        else:
-            summary.accepted += 1

@@ -1,0 +1,1 @@
+"""Demo and benchmark support: a synthetic population, worker processes, the `demo run` story."""
