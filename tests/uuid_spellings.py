@@ -73,8 +73,10 @@ def near_misses(draw: st.DrawFn, value: UUID) -> str:
 
 
 def storable_text(max_size: int = 50) -> st.SearchStrategy[str]:
-    """Text PostgreSQL can store in jsonb (no NUL)."""
-    return st.text(st.characters(blacklist_characters="\x00"), max_size=max_size)
+    """Text PostgreSQL can store in jsonb (no NUL, no lone surrogates)."""
+    return st.text(
+        st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=max_size
+    )
 
 
 def retracted_id_values() -> st.SearchStrategy[object]:
