@@ -132,7 +132,8 @@ def stride_enqueue_bulk(url: str, count: int) -> float:
 
 
 def stride_worker(url: str, variant: str) -> float:
-    from stride.queue.worker import HandlerRegistry, Worker
+    from stride.queue.handlers import HandlerRegistry
+    from stride.queue.worker import Worker
 
     kind, batch_size = STRIDE_VARIANTS[variant]
     registry = HandlerRegistry()

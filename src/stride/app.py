@@ -17,22 +17,23 @@ from uuid import UUID
 
 from stride.backfill.fanout import run_fan_out
 from stride.domain.job_types import BACKFILL_JOB_TYPE, PROJECTION_UPDATE_JOB_TYPE
-from stride.queue.jobs import ClaimedJob
-from stride.queue.worker import (
+from stride.queue.handlers import (
     BatchContext,
     BatchHandler,
     HandlerRegistry,
     JobContext,
+    PermanentJobError,
     SingleHandler,
 )
+from stride.queue.jobs import ClaimedJob
 from stride.readmodels.refresh import EventChange, refresh_for_events
 from stride.storage.connection import connect
 
 log = logging.getLogger(__name__)
 
 
-class JobPayloadError(ValueError):
-    """A job's payload lacks a field the handler needs."""
+class JobPayloadError(PermanentJobError, ValueError):
+    """A job's payload lacks a field the handler needs: retrying cannot help, the job fails."""
 
 
 def _payload_uuid(job: ClaimedJob, field: str) -> UUID:

@@ -15,10 +15,18 @@ import psycopg
 import pytest
 from tests.conftest import wait_until
 
-from stride.queue import jobs as q
-from stride.queue.jobs import NewJob
+from stride.queue.handlers import HandlerRegistry
+from stride.queue.jobs import (
+    NewJob,
+    claim_due_jobs,
+    complete_many,
+    enqueue,
+    enqueue_many,
+    fail,
+    mark_failed,
+)
 from stride.queue.metrics import serve_metrics
-from stride.queue.worker import HandlerRegistry, Worker
+from stride.queue.worker import Worker
 
 STRIDE = str(Path(sys.executable).with_name("stride"))
 Conn = psycopg.Connection[Any]
@@ -43,6 +51,7 @@ def counts(conn: Conn) -> dict[str, int]:
         (["worker", "--lease-seconds", "-1"], "--lease-seconds"),
         (["worker", "--job-types", " , "], "--job-types"),
         (["worker", "--metrics-port", "70000"], "--metrics-port"),
+        (["worker", "--prune-completed-after", "forever"], "--prune-completed-after"),
         (["jobs", "prune", "--completed-older-than", "a week"], "--completed-older-than"),
         (["jobs", "prune", "--completed-older-than", "7d", "--batch-size", "0"], "--batch-size"),
         (["jobs", "retry"], "--dead"),
@@ -58,7 +67,7 @@ def test_bad_flag_values_exit_2_with_one_line_naming_the_flag(
 
 
 def test_worker_once_drains_and_unknown_types_go_dead(database_url: str, conn: Conn) -> None:
-    job_id = q.enqueue(conn, NewJob("no.such.type", {})).job_id
+    job_id = enqueue(conn, NewJob("no.such.type", {})).job_id
     done = stride("worker", "--once", "--lease-seconds", "5", database_url=database_url)
     assert done.returncode == 0, done.stderr
     row = conn.execute(
@@ -76,10 +85,10 @@ def test_worker_on_an_unmigrated_database_fails_in_one_line(empty_database_url: 
 
 
 def test_jobs_status_retry_and_prune(database_url: str, conn: Conn) -> None:
-    q.enqueue_many(conn, [NewJob("a", {}) for _ in range(3)] + [NewJob("b", {}, max_retries=0)])
-    [job_b] = q.claim_due_jobs(conn, "w", 1, 30, ["b"])
-    q.fail(conn, job_b, "KeyError: 'user_id'")
-    q.complete_many(conn, q.claim_due_jobs(conn, "w", 2, 30, ["a"]))
+    enqueue_many(conn, [NewJob("a", {}) for _ in range(3)] + [NewJob("b", {}, max_retries=0)])
+    [job_b] = claim_due_jobs(conn, "w", 1, 30, ["b"])
+    fail(conn, job_b, "KeyError: 'user_id'")
+    complete_many(conn, claim_due_jobs(conn, "w", 2, 30, ["a"]))
     conn.execute(
         "UPDATE background_jobs SET completed_at = now() - interval '8 days' "
         "WHERE status = 'completed'"
@@ -106,10 +115,27 @@ def test_jobs_status_retry_and_prune(database_url: str, conn: Conn) -> None:
     assert counts(conn) == {"pending": 2}
 
 
+def test_failed_jobs_show_in_status_and_retry_revives_them(database_url: str, conn: Conn) -> None:
+    enqueue(conn, NewJob("p", {}))
+    [job] = claim_due_jobs(conn, "w", 1, 30)
+    assert mark_failed(conn, job, "JobPayloadError: payload.event_type is missing or blank")
+    shown = stride("jobs", "status", "--json", database_url=database_url)
+    status = json.loads(shown.stdout)
+    assert status["counts"] == {"p": {"failed": 1}}
+    assert [(d["id"], d["status"]) for d in status["latest_dead"]] == [(job.id, "failed")]
+    table = stride("jobs", "status", database_url=database_url)
+    assert "failed" in table.stdout and "JobPayloadError" in table.stdout
+    helped = stride("jobs", "retry", "--help")
+    assert "failed" in helped.stdout
+    retried = stride("jobs", "retry", "--dead", database_url=database_url)
+    assert retried.returncode == 0 and "retried 1 dead job" in retried.stdout
+    assert counts(conn) == {"pending": 1}
+
+
 def test_worker_serves_metrics_and_stops_on_sigterm(
     database_url: str, conn: Conn, tmp_path: Path
 ) -> None:
-    q.enqueue(conn, NewJob("no.such.type", {}))
+    enqueue(conn, NewJob("no.such.type", {}))
     log = tmp_path / "worker.log"
     port = _free_port()
     with log.open("w") as stderr:
@@ -133,7 +159,7 @@ def test_worker_serves_metrics_and_stops_on_sigterm(
 def test_metrics_endpoint_exports_job_counters(database_url: str, conn: Conn) -> None:
     registry = HandlerRegistry()
     registry.register("m", lambda ctx: None)
-    q.enqueue_many(conn, [NewJob("m", {}) for _ in range(3)])
+    enqueue_many(conn, [NewJob("m", {}) for _ in range(3)])
     Worker(database_url, registry).run(once=True)
     port = _free_port()
     serve_metrics(port, addr="127.0.0.1")

@@ -14,8 +14,7 @@ import psycopg
 import pytest
 from tests.conftest import wait_until
 
-from stride.queue import jobs as q
-from stride.queue.jobs import NewJob
+from stride.queue.jobs import NewJob, enqueue, enqueue_many
 
 HARNESS = Path(__file__).with_name("worker_harness.py")
 Conn = psycopg.Connection[Any]
@@ -103,7 +102,7 @@ def effects_of(conn: Conn, job_id: int) -> list[tuple[int, int]]:
 def test_two_worker_processes_drain_2000_jobs_exactly_once(
     start_worker: StartWorker, conn: Conn
 ) -> None:
-    q.enqueue_many(conn, [NewJob("record", {"n": n}) for n in range(2000)])
+    enqueue_many(conn, [NewJob("record", {"n": n}) for n in range(2000)])
     workers = [start_worker("--concurrency", "2", "--batch-size", "25") for _ in range(2)]
     wait_until(
         lambda: (
@@ -134,7 +133,7 @@ def test_two_worker_processes_drain_2000_jobs_exactly_once(
 def test_job_of_a_sigkilled_worker_is_reclaimed_after_its_lease_and_completes_once(
     start_worker: StartWorker, conn: Conn
 ) -> None:
-    job_id = q.enqueue(conn, NewJob("record", {"sleep_on_attempt": 1})).job_id
+    job_id = enqueue(conn, NewJob("record", {"sleep_on_attempt": 1})).job_id
     doomed = start_worker("--lease-seconds", "1.5")
     wait_until(lambda: run_started(conn, job_id), what="first run started")
     doomed.signal(signal.SIGKILL)
@@ -150,7 +149,7 @@ def test_job_of_a_sigkilled_worker_is_reclaimed_after_its_lease_and_completes_on
 def test_worker_reconnects_after_its_connections_are_terminated(
     start_worker: StartWorker, conn: Conn
 ) -> None:
-    job_id = q.enqueue(conn, NewJob("record", {"sleep_on_attempt": 1, "pause": 1.5})).job_id
+    job_id = enqueue(conn, NewJob("record", {"sleep_on_attempt": 1, "pause": 1.5})).job_id
     worker = start_worker("--poll-interval", "30")
     wait_until(lambda: run_started(conn, job_id), what="first run started")
     terminated = scalar(
@@ -165,7 +164,7 @@ def test_worker_reconnects_after_its_connections_are_terminated(
     assert [a for a, _ in effects_of(conn, job_id)] == [2]
     assert "reconnecting" in worker.output()
     # Still working (and listening): new work is picked up well within the 30 s poll.
-    later = q.enqueue(conn, NewJob("record", {})).job_id
+    later = enqueue(conn, NewJob("record", {})).job_id
     wait_until(lambda: job_row(conn, later)[0] == "completed", timeout=15, what="new job done")
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
@@ -174,7 +173,7 @@ def test_worker_reconnects_after_its_connections_are_terminated(
 def test_worker_paused_past_its_lease_cannot_overwrite_the_finished_job(
     start_worker: StartWorker, conn: Conn
 ) -> None:
-    job_id = q.enqueue(conn, NewJob("record", {"sleep_on_attempt": 1, "pause": 1.0})).job_id
+    job_id = enqueue(conn, NewJob("record", {"sleep_on_attempt": 1, "pause": 1.0})).job_id
     paused = start_worker("--lease-seconds", "1")
     wait_until(lambda: run_started(conn, job_id), what="first run started")
     paused.signal(signal.SIGSTOP)
@@ -195,7 +194,7 @@ def test_worker_paused_past_its_lease_cannot_overwrite_the_finished_job(
 def test_sigterm_finishes_jobs_in_hand_releases_the_rest_and_exits_0(
     start_worker: StartWorker, conn: Conn
 ) -> None:
-    q.enqueue_many(conn, [NewJob("record", {"sleep": 0.3}) for _ in range(40)])
+    enqueue_many(conn, [NewJob("record", {"sleep": 0.3}) for _ in range(40)])
     worker = start_worker("--concurrency", "2", "--batch-size", "10")
     wait_until(lambda: scalar(conn, "SELECT count(*) FROM harness_runs") >= 2, what="running")
     worker.signal(signal.SIGTERM)
@@ -216,7 +215,7 @@ def test_sigterm_finishes_jobs_in_hand_releases_the_rest_and_exits_0(
 def test_poison_job_in_a_worker_process_ends_dead_with_its_error(
     start_worker: StartWorker, conn: Conn
 ) -> None:
-    job_id = q.enqueue(conn, NewJob("record", {"fail": True}, max_retries=2)).job_id
+    job_id = enqueue(conn, NewJob("record", {"fail": True}, max_retries=2)).job_id
     start_worker()
     wait_until(lambda: job_row(conn, job_id)[0] == "dead", what="poison dead")
     _, attempt, error, _ = job_row(conn, job_id)

@@ -20,8 +20,9 @@ import time
 
 import psycopg
 
+from stride.queue.handlers import BatchContext, HandlerRegistry, JobContext
 from stride.queue.jobs import RetryPolicy
-from stride.queue.worker import BatchContext, HandlerRegistry, JobContext, Worker
+from stride.queue.worker import Worker
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS harness_runs (

@@ -13,9 +13,9 @@ from tests.populations import NOW, make_population
 
 from stride.app import build_registry
 from stride.backfill.control import cancel_backfill
-from stride.backfill.fanout import fan_out_next_chunk, run_fan_out
+from stride.backfill.fanout import fan_out_next_chunk, fanout_dedup_key, run_fan_out
 from stride.backfill.reports import run_progress, runbook_reports, users_on_old_model
-from stride.backfill.trigger import BackfillInputError, trigger_backfill
+from stride.backfill.trigger import BackfillInputError, controller_dedup_key, trigger_backfill
 from stride.backfill.verify import verify_sample, verify_users
 from stride.domain.job_types import BACKFILL_JOB_TYPE
 from stride.queue.worker import Worker
@@ -91,6 +91,28 @@ def test_fanout_payload_and_synthetic_profile_jobs(
         ("deploy.v1", empty_user),
     ).fetchone()
     assert again == (job["event_id"],)
+
+
+def test_fanout_dedup_keys_built_in_sql_equal_the_python_keys(
+    conn: psycopg.Connection[Any],
+) -> None:
+    make_population(conn, 12)
+    source = "deploy:v1 'quoted'"  # separators and quotes are part of the label
+    trigger = trigger_backfill(conn, source)
+    assert trigger.job_id is not None
+    _, users, jobs = fan_out_next_chunk(conn, trigger.job_id, chunk_users=12)
+    assert users == 12 and jobs > 12
+    rows = conn.execute(
+        "SELECT dedup_key, payload->>'source', user_id, payload->>'event_type' "
+        "FROM background_jobs WHERE job_type = 'projection.update'"
+    ).fetchall()
+    assert len(rows) == jobs
+    for dedup_key, job_source, user_id, event_type in rows:
+        assert dedup_key == fanout_dedup_key(job_source, user_id, event_type)
+    controller = conn.execute(
+        "SELECT dedup_key FROM background_jobs WHERE id = %s", (trigger.job_id,)
+    ).fetchone()
+    assert controller == (controller_dedup_key(source),)
 
 
 def test_second_trigger_while_in_flight_enqueues_nothing(

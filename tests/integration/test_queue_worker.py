@@ -7,16 +7,18 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import psycopg
 import pytest
 from tests.conftest import wait_until
 
-from stride.queue import jobs as q
-from stride.queue.jobs import NewJob, RetryPolicy
+from stride.queue.handlers import BatchContext, HandlerRegistry, JobContext, PermanentJobError
+from stride.queue.jobs import NewJob, RetryPolicy, enqueue, enqueue_many
+from stride.queue.maintenance import MAINTENANCE_LOCK_KEY
 from stride.queue.user_locks import USER_LOCK_NAMESPACE, user_lock_key
-from stride.queue.worker import BatchContext, HandlerRegistry, JobContext, Worker
+from stride.queue.worker import Worker
 
 Conn = psycopg.Connection[Any]
 FAST_RETRY = RetryPolicy(base_seconds=0.02, max_seconds=0.1)
@@ -91,8 +93,8 @@ def test_handler_writes_and_completion_commit_together(database_url: str, effect
             raise RuntimeError("first attempt fails after writing")
 
     registry.register("t", handle)
-    ok = q.enqueue(effects, NewJob("t", {})).job_id
-    flaky = q.enqueue(effects, NewJob("t", {"fail": True})).job_id
+    ok = enqueue(effects, NewJob("t", {})).job_id
+    flaky = enqueue(effects, NewJob("t", {"fail": True})).job_id
     Worker(database_url, registry, retry_policy=FAST_RETRY).run(once=True)
     wait_until(lambda: job_row(effects, flaky)[0] == "pending", what="flaky job rescheduled")
     assert job_row(effects, flaky)[2] == "RuntimeError: first attempt fails after writing"
@@ -115,7 +117,7 @@ def test_poison_job_ends_dead_after_max_retries_with_its_error(
         raise ValueError("cannot digest this payload")
 
     registry.register("poison", poison)
-    job_id = q.enqueue(conn, NewJob("poison", {}, max_retries=3)).job_id
+    job_id = enqueue(conn, NewJob("poison", {}, max_retries=3)).job_id
     start_worker(registry)
     wait_until(lambda: job_row(conn, job_id)[0] == "dead", what="poison job dead")
     assert job_row(conn, job_id) == ("dead", 4, "ValueError: cannot digest this payload")
@@ -125,7 +127,7 @@ def test_poison_job_ends_dead_after_max_retries_with_its_error(
 def test_job_without_handler_goes_dead_with_a_clear_message(database_url: str, conn: Conn) -> None:
     registry = HandlerRegistry()
     registry.register("known", lambda ctx: None)
-    job_id = q.enqueue(conn, NewJob("mystery.type", {})).job_id
+    job_id = enqueue(conn, NewJob("mystery.type", {})).job_id
     Worker(database_url, registry).run(once=True)
     status, attempt, error = job_row(conn, job_id)
     assert (status, attempt) == ("dead", 1)
@@ -147,9 +149,9 @@ def test_batch_handler_gets_jobs_together_and_a_poison_job_cannot_fail_its_neigh
             ctx.conn.execute("INSERT INTO effects VALUES (%s, 'done')", (job.id,))
 
     registry.register_batch("b", handle)
-    q.enqueue_many(effects, [NewJob("b", {"i": i}) for i in range(30)])
-    poison = q.enqueue(effects, NewJob("b", {"poison": True}, max_retries=1)).job_id
-    q.enqueue_many(effects, [NewJob("b", {"i": i}) for i in range(30, 40)])
+    enqueue_many(effects, [NewJob("b", {"i": i}) for i in range(30)])
+    poison = enqueue(effects, NewJob("b", {"poison": True}, max_retries=1)).job_id
+    enqueue_many(effects, [NewJob("b", {"i": i}) for i in range(30, 40)])
     worker = Worker(database_url, registry, batch_size=100, retry_policy=FAST_RETRY)
     wait_until(
         lambda: worker.run(once=True) or job_row(effects, poison)[0] == "dead", what="poison dead"
@@ -172,7 +174,7 @@ def test_batch_handler_defers_jobs_without_spending_attempts(database_url: str, 
                 ctx.defer(job, 3600)
 
     registry.register_batch("b", handle)
-    q.enqueue_many(conn, [NewJob("b", {"later": i % 2 == 0}) for i in range(10)])
+    enqueue_many(conn, [NewJob("b", {"later": i % 2 == 0}) for i in range(10)])
     Worker(database_url, registry).run(once=True)
     assert statuses(conn) == {"completed": 5, "pending": 5}
     rows = conn.execute(
@@ -205,7 +207,7 @@ def test_projection_work_for_one_user_never_runs_concurrently(
                 active[user] -= 1
 
     registry.register_batch("projection.update", handle, serialize_by_user=True)
-    q.enqueue_many(
+    enqueue_many(
         conn,
         [NewJob("projection.update", {"n": n}, user_id=users[n % 4]) for n in range(200)],
     )
@@ -222,7 +224,7 @@ def test_single_handler_can_serialise_by_user(database_url: str, conn: Conn) -> 
     user = uuid.uuid4()
     registry = HandlerRegistry()
     registry.register("p", lambda ctx: None, serialize_by_user=True)
-    job_id = q.enqueue(conn, NewJob("p", {}, user_id=user)).job_id
+    job_id = enqueue(conn, NewJob("p", {}, user_id=user)).job_id
     with psycopg.connect(database_url) as holder:
         # Another transaction holds the user's lock: the job is deferred, not run.
         holder.execute(
@@ -247,7 +249,7 @@ def test_heartbeat_keeps_a_long_job_leased(start_worker: WorkerStarter, conn: Co
         assert ctx.heartbeat()
 
     registry.register("slow", slow)
-    job_id = q.enqueue(conn, NewJob("slow", {})).job_id
+    job_id = enqueue(conn, NewJob("slow", {})).job_id
     start_worker(registry, lease_seconds=0.6)
     start_worker(registry, lease_seconds=0.6)
     wait_until(lambda: runs, what="job started")
@@ -268,7 +270,7 @@ def test_notification_wakes_an_idle_worker(start_worker: WorkerStarter, conn: Co
     registry.register("t", lambda ctx: None)
     start_worker(registry, poll_interval=60)
     wait_until(lambda: listeners(conn), what="listener up")
-    job_id = q.enqueue(conn, NewJob("t", {})).job_id
+    job_id = enqueue(conn, NewJob("t", {})).job_id
     # Far sooner than the 60 s poll: only the notification can explain it.
     wait_until(lambda: job_row(conn, job_id)[0] == "completed", timeout=10, what="woken")
 
@@ -286,8 +288,8 @@ def test_worker_survives_terminated_connections(start_worker: WorkerStarter, con
     registry.register("t", handle)
     start_worker(registry, poll_interval=60)
     wait_until(lambda: listeners(conn), what="listener up")
-    job_id = q.enqueue(conn, NewJob("t", {"stall": True}, priority=1)).job_id
-    behind = [q.enqueue(conn, NewJob("t", {})).job_id for _ in range(3)]
+    job_id = enqueue(conn, NewJob("t", {"stall": True}, priority=1)).job_id
+    behind = [enqueue(conn, NewJob("t", {})).job_id for _ in range(3)]
     assert started.wait(20)
     killed = conn.execute(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
@@ -302,7 +304,7 @@ def test_worker_survives_terminated_connections(start_worker: WorkerStarter, con
     assert {job_row(conn, j)[1:] for j in behind} == {(1, None)}
     # The listener reconnected too: a new job is picked up without the 60 s poll.
     wait_until(lambda: listeners(conn), what="listener back")
-    again = q.enqueue(conn, NewJob("t", {})).job_id
+    again = enqueue(conn, NewJob("t", {})).job_id
     wait_until(lambda: job_row(conn, again)[0] == "completed", timeout=10, what="woken again")
 
 
@@ -316,7 +318,7 @@ def test_stop_finishes_the_job_in_hand_and_releases_the_rest(database_url: str, 
         carry_on.wait(10)
 
     registry.register("t", handle)
-    q.enqueue_many(conn, [NewJob("t", {}) for _ in range(10)])
+    enqueue_many(conn, [NewJob("t", {}) for _ in range(10)])
     worker = Worker(database_url, registry, batch_size=10)
     thread = threading.Thread(target=worker.run)
     thread.start()
@@ -335,7 +337,7 @@ def test_stop_finishes_the_job_in_hand_and_releases_the_rest(database_url: str, 
 def test_jobs_stuck_behind_a_slow_one_are_released_for_other_workers(
     start_worker: WorkerStarter, conn: Conn, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("INFO", logger="stride.queue.worker")
+    caplog.set_level("INFO", logger="stride.queue.runner")
     release = threading.Event()
     registry = HandlerRegistry()
 
@@ -344,8 +346,8 @@ def test_jobs_stuck_behind_a_slow_one_are_released_for_other_workers(
             release.wait(10)
 
     registry.register("t", handle)
-    slow = q.enqueue(conn, NewJob("t", {"slow": True}, priority=1)).job_id
-    rest = q.enqueue_many(conn, [NewJob("t", {}) for _ in range(5)])
+    slow = enqueue(conn, NewJob("t", {"slow": True}, priority=1)).job_id
+    rest = enqueue_many(conn, [NewJob("t", {}) for _ in range(5)])
     start_worker(registry, batch_size=10, lease_seconds=1)
     wait_until(lambda: job_row(conn, slow)[0] == "processing", what="slow job running")
     # Past half a lease with five jobs waiting behind it in the same claim.
@@ -371,8 +373,110 @@ def test_higher_priority_jobs_of_a_claim_run_as_their_own_batch_first(
 
     registry = HandlerRegistry()
     registry.register_batch("work", record)
-    q.enqueue_many(conn, [NewJob("work", {"n": n}, priority=-10) for n in range(5)])
-    q.enqueue_many(conn, [NewJob("work", {"n": n}, priority=0) for n in range(2)])
+    enqueue_many(conn, [NewJob("work", {"n": n}, priority=-10) for n in range(5)])
+    enqueue_many(conn, [NewJob("work", {"n": n}, priority=0) for n in range(2)])
     Worker(database_url, registry, batch_size=10).run(once=True)
     assert batches == [[0, 0], [-10] * 5]
     assert statuses(conn) == {"completed": 7}
+
+
+def test_a_permanent_error_fails_the_job_at_once_without_retries(
+    database_url: str, conn: Conn
+) -> None:
+    calls: Counter[int] = Counter()
+
+    def single(ctx: JobContext) -> None:
+        calls[ctx.job.id] += 1
+        raise PermanentJobError(f"job {ctx.job.id}: payload.user_id is not a UUID")
+
+    def batch(ctx: BatchContext) -> None:
+        for job in ctx.jobs:
+            calls[job.id] += 1
+            if job.payload.get("bad"):
+                raise PermanentJobError(f"job {job.id}: unusable payload")
+
+    registry = HandlerRegistry()
+    registry.register("single", single)
+    registry.register_batch("batch", batch)
+    lone = enqueue(conn, NewJob("single", {}, max_retries=5)).job_id
+    enqueue_many(conn, [NewJob("batch", {"bad": False}) for _ in range(3)])
+    bad = enqueue(conn, NewJob("batch", {"bad": True}, max_retries=5)).job_id
+    Worker(database_url, registry, batch_size=10, retry_policy=FAST_RETRY).run(once=True)
+    assert job_row(conn, lone) == (
+        "failed",
+        1,
+        f"PermanentJobError: job {lone}: payload.user_id is not a UUID",
+    )
+    assert job_row(conn, bad) == ("failed", 1, f"PermanentJobError: job {bad}: unusable payload")
+    assert statuses(conn) == {"completed": 3, "failed": 2}
+    assert calls[lone] == 1
+    # The batch failed as a whole once, then every job ran alone: the bad one failed alone.
+    assert calls[bad] == 2
+
+
+def leaders(workers: list[Worker]) -> list[Worker]:
+    return [w for w in workers if w.is_maintenance_leader]
+
+
+def maintenance_locks(conn: Conn) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND ((classid::bigint << 32) | objid::bigint) = %s AND objsubid = 1",
+        (MAINTENANCE_LOCK_KEY,),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_one_elected_worker_maintains_the_queue_and_another_takes_over(
+    start_worker: WorkerStarter, conn: Conn
+) -> None:
+    registry = HandlerRegistry()
+    registry.register("t", lambda ctx: None)
+    workers = [
+        start_worker(registry, lease_seconds=1, prune_completed_after=timedelta(days=1))
+        for _ in range(3)
+    ]
+    wait_until(lambda: leaders(workers), what="a leader elected")
+    # A job whose worker died: still processing, its lease long gone.
+    stuck = enqueue(conn, NewJob("t", {})).job_id
+    conn.execute(
+        "UPDATE background_jobs SET status = 'processing', attempt = 1, locked_by = 'gone/0', "
+        "locked_until = now() - interval '1 minute' WHERE id = %s",
+        (stuck,),
+    )
+    wait_until(lambda: job_row(conn, stuck)[0] == "completed", what="reclaimed and run")
+    assert "lease expired on attempt 1 (worker gone/0" in job_row(conn, stuck)[2]
+    # Several campaign rounds later there is still exactly one leader.
+    deadline = time.monotonic() + 1.5
+    wait_until(lambda: time.monotonic() > deadline, what="a few maintenance rounds")
+    [leader] = leaders(workers)
+    assert maintenance_locks(conn) == 1
+    # Old completed jobs, arriving after the leader's first pruning round.
+    old = enqueue_many(conn, [NewJob("done", {}) for _ in range(3)])
+    conn.execute(
+        "UPDATE background_jobs SET status = 'completed', completed_at = now() - interval '2 days' "
+        "WHERE job_type = 'done'"
+    )
+
+    leader.stop()
+    others = [w for w in workers if w is not leader]
+    wait_until(lambda: len(leaders(others)) == 1, what="another worker took over")
+    assert not leader.is_maintenance_leader
+    assert maintenance_locks(conn) == 1
+    # The new leader maintains too: it prunes on election, and reclaims.
+    wait_until(
+        lambda: (
+            conn.execute("SELECT count(*) FROM background_jobs WHERE job_type = 'done'").fetchone()
+            == (0,)
+        ),
+        what=f"{old} old completed jobs pruned",
+    )
+    assert job_row(conn, stuck)[0] == "completed"  # completed within the retention: kept
+    again = enqueue(conn, NewJob("t", {})).job_id
+    conn.execute(
+        "UPDATE background_jobs SET status = 'processing', attempt = 1, locked_by = 'gone/1', "
+        "locked_until = now() - interval '1 minute' WHERE id = %s",
+        (again,),
+    )
+    wait_until(lambda: job_row(conn, again)[0] == "completed", what="reclaimed by the new leader")

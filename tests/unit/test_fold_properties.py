@@ -238,21 +238,6 @@ def test_generated_at_is_the_injected_now() -> None:
 # --- registry --------------------------------------------------------------------------------
 
 
-def test_read_model_registration() -> None:
-    assert READ_MODELS == (OBJECTIVE_FOUNDATION,)
-    assert OBJECTIVE_FOUNDATION.name == "objective_foundation"
-    assert OBJECTIVE_FOUNDATION.event_types == frozenset(OBJECTIVE_EVENT_TYPES)
-    assert len(OBJECTIVE_FOUNDATION.event_types) == 9
-    assert OBJECTIVE_FOUNDATION.input_event_types == frozenset(
-        (*OBJECTIVE_EVENT_TYPES, RETRACTION_EVENT_TYPE)
-    )
-    assert OBJECTIVE_FOUNDATION.timestamp_only_event_types == frozenset({"set.logged"})
-    assert OBJECTIVE_FOUNDATION.outputs == (
-        ("objective_state", "active", objective_state.MODEL_VERSION),
-        ("objective_advisory", "overview", objective_advisory.MODEL_VERSION),
-    )
-
-
 @pytest.mark.parametrize("event_type", OBJECTIVE_EVENT_TYPES)
 def test_every_objective_event_type_triggers_the_read_model(event_type: str) -> None:
     assert read_models_for_event_type(event_type) == (OBJECTIVE_FOUNDATION,)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stride.domain.job_types import BACKFILL_JOB_TYPE, PROJECTION_UPDATE_JOB_TYPE
+from stride.queue.jobs import cancel_pending
 from stride.storage.connection import DbConnection
 
 # A processing controller cannot be cancelled under its worker's feet; it
@@ -13,18 +14,6 @@ from stride.storage.connection import DbConnection
 REQUEST_CONTROLLER_STOP = """
 UPDATE backfill_runs SET cancel_requested = true, updated_at = clock_timestamp()
 WHERE source = %(source)s AND fanout_done_at IS NULL AND NOT cancel_requested
-"""
-
-# Only pending jobs of this source: organic jobs carry no source, and jobs a
-# worker holds finish normally. SKIP LOCKED would leave rows behind, so this
-# takes row locks in id order and waits briefly for claims in progress.
-CANCEL_PENDING = """
-UPDATE background_jobs
-SET status = 'cancelled', completed_at = clock_timestamp(),
-    error_message = 'cancelled by operator'
-WHERE job_type = ANY(%(job_types)s)
-  AND payload ->> 'source' = %(source)s
-  AND status = 'pending'
 """
 
 
@@ -52,8 +41,7 @@ def cancel_backfill(conn: DbConnection, source: str) -> CancelResult:
     """Stop the controller after its current chunk and cancel every pending job of `source`."""
     with conn.transaction():
         stopped = conn.execute(REQUEST_CONTROLLER_STOP, {"source": source}).rowcount
-        cancelled = conn.execute(
-            CANCEL_PENDING,
-            {"source": source, "job_types": [BACKFILL_JOB_TYPE, PROJECTION_UPDATE_JOB_TYPE]},
-        ).rowcount
+        # Only pending jobs of this source: organic jobs carry no source, and jobs
+        # a worker holds finish normally (see cancel_pending for its locking).
+        cancelled = cancel_pending(conn, [BACKFILL_JOB_TYPE, PROJECTION_UPDATE_JOB_TYPE], source)
     return CancelResult(source, stopped, cancelled)

@@ -14,9 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from psycopg import sql
+
 from stride.backfill import FANOUT_PRIORITY
 from stride.domain.events import OBJECTIVE_EVENT_TYPES
 from stride.domain.job_types import PROJECTION_UPDATE_JOB_TYPE
+from stride.queue.jobs import enqueue_from_query
 from stride.storage.connection import DbConnection
 
 log = logging.getLogger(__name__)
@@ -33,12 +36,14 @@ WHERE job_id = %(job_id)s
 FOR UPDATE
 """
 
-# One statement per chunk: for every user in the chunk and every objective
-# event type, the user's latest event of that type (an index probe on
-# events_user_type_order); users with no profile.updated get a deterministic
-# synthetic event id so every snapshotted user ends with both projections.
-# ON CONFLICT skips jobs whose (source, user, type) key is already in flight.
-FAN_OUT_CHUNK = """
+# The chunk's jobs, enqueued by the queue in one statement (enqueue_from_query):
+# for every user in the chunk and every objective event type, the user's latest
+# event of that type (an index probe on events_user_type_order); users with no
+# profile.updated get a deterministic synthetic event id so every snapshotted
+# user ends with both projections. Jobs come out user by user, so one user's
+# jobs sit next to each other in claim order and coalesce in one batch. The
+# dedup key is fanout_dedup_key's, built in SQL (a test holds the two equal).
+FAN_OUT_CHUNK = sql.SQL("""
 WITH chunk AS (
     SELECT s.user_id
     FROM backfill_snapshot_users s
@@ -48,6 +53,7 @@ WITH chunk AS (
 targets AS (
     SELECT c.user_id,
            t.event_type,
+           t.ord,
            coalesce(
                latest.id,
                CASE WHEN t.event_type = 'profile.updated'
@@ -66,10 +72,8 @@ targets AS (
         ORDER BY e."timestamp" DESC, e.id DESC
         LIMIT 1
     ) latest ON true
-    ORDER BY c.user_id, t.ord
 )
-INSERT INTO background_jobs (job_type, payload, user_id, priority, dedup_key)
-SELECT %(job_type)s,
+SELECT %(job_type)s AS job_type,
        jsonb_build_object(
            'source', %(source)s,
            'user_id', user_id::text,
@@ -77,15 +81,14 @@ SELECT %(job_type)s,
            'event_id', event_id::text,
            'synthetic', synthetic,
            'backfill_job_id', %(job_id)s
-       ),
+       ) AS payload,
        user_id,
-       %(priority)s,
-       %(job_type)s || ':' || %(source)s || ':' || user_id::text || ':' || event_type
+       %(priority)s AS priority,
+       %(job_type)s || ':' || %(source)s || ':' || user_id::text || ':' || event_type AS dedup_key
 FROM targets
 WHERE event_id IS NOT NULL
-ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'processing')
-DO NOTHING
-"""
+ORDER BY user_id, ord
+""")
 
 MAX_RATE = "SELECT max_rate FROM backfill_runs WHERE job_id = %(job_id)s"
 
@@ -97,6 +100,15 @@ SET next_position = %(next_position)s,
     updated_at = clock_timestamp()
 WHERE job_id = %(job_id)s
 """
+
+
+def fanout_dedup_key(source: str, user_id: UUID, event_type: str) -> str:
+    """At most one in-flight fan-out job per (source, user, event type).
+
+    Unambiguous although a source may contain ':' — the user id and event type
+    after it never do. FAN_OUT_CHUNK builds the same key in SQL.
+    """
+    return f"{PROJECTION_UPDATE_JOB_TYPE}:{source}:{user_id}:{event_type}"
 
 
 class ControllerLeaseLostError(RuntimeError):
@@ -148,10 +160,9 @@ def fan_out_next_chunk(conn: DbConnection, job_id: int, chunk_users: int) -> tup
             "job_id": job_id,
             "priority": FANOUT_PRIORITY,
         }
-        jobs = conn.execute(FAN_OUT_CHUNK, params).rowcount
+        # Skips jobs whose key is in flight; notifies workers at commit.
+        jobs = enqueue_from_query(conn, FAN_OUT_CHUNK, params)
         conn.execute(ADVANCE_RUN, {"next_position": stop, "jobs": jobs, "job_id": job_id})
-        # Delivered at commit, together with the jobs it announces.
-        conn.execute("SELECT pg_notify('stride_jobs', %s)", (PROJECTION_UPDATE_JOB_TYPE,))
     return run, stop - start, jobs
 
 

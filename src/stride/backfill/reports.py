@@ -70,11 +70,16 @@ class RunProgress:
         )
 
     @property
+    def given_up(self) -> int:
+        """Fan-out jobs that ended without success: dead, or failed on an unusable payload."""
+        return self.job_counts.get("dead", 0) + self.job_counts.get("failed", 0)
+
+    @property
     def complete(self) -> bool:
-        """Every snapshotted user has both surfaces and nothing of this source died."""
+        """Every snapshotted user has both surfaces and nothing of this source died or failed."""
         return (
             self.users_with_both == self.users_total
-            and self.job_counts.get("dead", 0) == 0
+            and self.given_up == 0
             and self.controller_status == "completed"
         )
 
@@ -88,6 +93,8 @@ class RunProgress:
             found.append(f"{missing} snapshotted users lack a projection (e.g. {sample})")
         if self.job_counts.get("dead", 0):
             found.append(f"{self.job_counts['dead']} fan-out jobs are dead")
+        if self.job_counts.get("failed", 0):
+            found.append(f"{self.job_counts['failed']} fan-out jobs failed")
         return found
 
     def as_dict(self) -> dict[str, Any]:
@@ -183,7 +190,7 @@ def run_progress(conn: DbConnection, source: str, *, sample: int = 5) -> RunProg
             queries["missing_users_sample"], {"snapshot_id": snapshot_id, "limit": sample}
         ).fetchall()
         progress.missing_sample.extend(r[0] for r in rows)
-    if counts.get("dead", 0):
+    if progress.given_up:
         rows = conn.execute(
             queries["dead_jobs_sample"], {"source": source, "limit": sample}
         ).fetchall()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+import psycopg
 
 from stride.domain.events import OBJECTIVE_EVENT_TYPES
 from stride.domain.job_types import BACKFILL_JOB_TYPE
-from stride.queue.jobs import NewJob, enqueue
+from stride.queue.jobs import NewJob, enqueue, find_in_flight
 from stride.storage.connection import DbConnection
 
 SNAPSHOT_USERS = """
@@ -20,12 +22,6 @@ FROM users
 CREATE_RUN = """
 INSERT INTO backfill_runs (job_id, source, snapshot_id, users_total, max_rate)
 VALUES (%(job_id)s, %(source)s, %(snapshot_id)s, %(users_total)s, %(max_rate)s)
-"""
-
-UPDATE_PAYLOAD_COUNT = """
-UPDATE background_jobs
-SET payload = jsonb_set(payload, '{user_ids,count}', to_jsonb(%(count)s::bigint))
-WHERE id = %(job_id)s
 """
 
 
@@ -51,6 +47,27 @@ def controller_dedup_key(source: str) -> str:
     return f"{BACKFILL_JOB_TYPE}:{source}"
 
 
+def controller_payload(
+    source: str, snapshot_id: uuid.UUID, users: int, max_rate: float | None
+) -> dict[str, Any]:
+    """The controller job's payload, final at enqueue (the snapshot is already taken)."""
+    payload: dict[str, Any] = {
+        "source": source,
+        "include_all_users": True,
+        # The snapshot lives in backfill_snapshot_users (see README): a
+        # reference here, not millions of ids in one JSON document.
+        "user_ids": {
+            "snapshot_id": str(snapshot_id),
+            "table": "backfill_snapshot_users",
+            "count": users,
+        },
+        "event_types": list(OBJECTIVE_EVENT_TYPES),
+    }
+    if max_rate is not None:
+        payload["max_rate"] = max_rate
+    return payload
+
+
 def validate_source(source: str) -> str:
     """The source is free text, but not empty or blank."""
     if not source.strip():
@@ -63,42 +80,34 @@ def trigger_backfill(
 ) -> TriggerResult:
     """Enqueue the controller job unless one for `source` is pending or processing.
 
-    The enqueue, the user snapshot and the run record commit together, and the
-    dedup key's unique index makes two simultaneous triggers yield one job.
+    One transaction: snapshot the users, enqueue the controller with its final
+    payload, record the run. The dedup key's unique index makes two
+    simultaneous triggers yield one job: the second one's enqueue waits for the
+    first to commit, finds the key in flight, and rolls its own snapshot back.
     """
     validate_source(source)
+    dedup_key = controller_dedup_key(source)
+    # A plain read that spares re-snapshotting every user while a run is in
+    # flight; the unique index, not this look, is what guarantees one job.
+    in_flight = find_in_flight(conn, dedup_key)
+    if in_flight is not None:
+        return TriggerResult("in_flight", in_flight)
     snapshot_id = uuid.uuid4()
-    with conn.transaction():
-        if conn.execute("SELECT NOT EXISTS (SELECT 1 FROM users)").fetchone() == (True,):
+    with conn.transaction() as tx:
+        users = conn.execute(SNAPSHOT_USERS, {"snapshot_id": snapshot_id}).rowcount
+        if users == 0:
             return TriggerResult("no_users")
-        payload = {
-            "source": source,
-            "include_all_users": True,
-            # The snapshot lives in backfill_snapshot_users (see README): a
-            # reference here, not millions of ids in one JSON document.
-            "user_ids": {
-                "snapshot_id": str(snapshot_id),
-                "table": "backfill_snapshot_users",
-                "count": 0,
-            },
-            "event_types": list(OBJECTIVE_EVENT_TYPES),
-        }
-        if max_rate is not None:
-            payload["max_rate"] = max_rate
         result = enqueue(
             conn,
             NewJob(
                 job_type=BACKFILL_JOB_TYPE,
-                payload=payload,
-                dedup_key=controller_dedup_key(source),
+                payload=controller_payload(source, snapshot_id, users, max_rate),
+                dedup_key=dedup_key,
                 max_retries=20,
             ),
         )
         if not result.inserted:
-            return TriggerResult("in_flight", result.job_id)
-        cursor = conn.execute(SNAPSHOT_USERS, {"snapshot_id": snapshot_id})
-        users = cursor.rowcount
-        conn.execute(UPDATE_PAYLOAD_COUNT, {"count": users, "job_id": result.job_id})
+            raise psycopg.Rollback(tx)  # drop our snapshot; the run in flight has its own
         conn.execute(
             CREATE_RUN,
             {
@@ -109,4 +118,6 @@ def trigger_backfill(
                 "max_rate": max_rate,
             },
         )
+    if not result.inserted:
+        return TriggerResult("in_flight", result.job_id)
     return TriggerResult("enqueued", result.job_id, users)

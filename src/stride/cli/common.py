@@ -6,12 +6,13 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Annotated, Any, NoReturn
+from typing import IO, Annotated, Any, NoReturn
 
 import psycopg
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from stride.storage.connection import (
     DatabaseConfigError,
@@ -71,6 +72,32 @@ def database_errors() -> Iterator[None]:
         fail(f"{exc.diag.message_primary} — is the schema migrated? run `stride db migrate`")
     except psycopg.OperationalError as exc:
         fail("database connection failed: " + " ".join(str(exc).split()))
+
+
+class _OneLineBadParameter(typer.BadParameter):
+    """A bad flag value shown as one `error:` line, like every other stride error."""
+
+    def format_message(self) -> str:
+        return self.message
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        err_console.print(f"[red]error:[/red] {self.message}", highlight=False, soft_wrap=True)
+
+
+class OneLineUsageErrors(TyperGroup):
+    """The root command: a flag value typer rejects (`min=`, not a number) is one line, exit 2.
+
+    Sub-commands parse their flags inside the root's invoke, so this covers them all.
+    """
+
+    # Any: the context class lives in typer's private copy of click.
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except typer.BadParameter as exc:
+            if isinstance(exc, _OneLineBadParameter):
+                raise
+            raise _OneLineBadParameter(exc.format_message()) from exc
 
 
 def typer_app(help_text: str) -> typer.Typer:

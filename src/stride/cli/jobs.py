@@ -18,7 +18,8 @@ from stride.cli.common import (
     typer_app,
     usage_error,
 )
-from stride.queue.jobs import prune_completed, retry_dead
+from stride.queue.jobs import retry_dead
+from stride.queue.maintenance import prune_completed
 from stride.queue.status import QueueStatus, queue_status
 
 app = typer_app("Inspect and maintain the job queue (background_jobs).")
@@ -62,12 +63,13 @@ def _render_status(status: QueueStatus) -> None:
     console.print(f"expired leases (processing, worker silent): {status.expired_leases}")
     if status.latest_dead:
         render_table(
-            "latest dead jobs",
-            ["id", "job type", "attempts", "died at", "error"],
+            "latest dead or failed jobs",
+            ["id", "job type", "status", "attempts", "ended at", "error"],
             [
                 (
                     d.id,
                     d.job_type,
+                    d.status,
                     d.attempt,
                     d.died_at,
                     (d.error_message or "")[:ERROR_PREVIEW],
@@ -76,12 +78,12 @@ def _render_status(status: QueueStatus) -> None:
             ],
         )
     else:
-        console.print("no dead jobs")
+        console.print("no dead or failed jobs")
 
 
 @app.command("status")
 def status_command(database_url: DatabaseUrlOption = None, as_json: JsonOption = False) -> None:
-    """Counts by job type and status, oldest due pending age, expired leases, latest dead."""
+    """Counts by job type and status, oldest due pending age, expired leases, latest dead/failed."""
     with connected(database_url) as conn:
         status = queue_status(conn)
     if as_json:
@@ -92,15 +94,18 @@ def status_command(database_url: DatabaseUrlOption = None, as_json: JsonOption =
 
 @app.command("retry")
 def retry_command(
-    dead: Annotated[bool, typer.Option("--dead", help="Retry dead jobs (required).")] = False,
+    dead: Annotated[
+        bool,
+        typer.Option("--dead", help="Retry jobs that ended dead or failed (required)."),
+    ] = False,
     job_type: Annotated[
         str | None, typer.Option("--job-type", metavar="TYPE", help="Only this job type.")
     ] = None,
     database_url: DatabaseUrlOption = None,
 ) -> None:
-    """Put dead jobs back to pending with a fresh set of attempts."""
+    """Put dead and failed jobs back to pending with a fresh set of attempts."""
     if not dead:
-        usage_error("--dead is required: only dead jobs can be retried")
+        usage_error("--dead is required: only dead (and failed) jobs can be retried")
     if job_type is not None and not job_type.strip():
         usage_error("--job-type: must not be blank")
     with connected(database_url) as conn:
@@ -119,18 +124,13 @@ def prune_command(
         ),
     ],
     batch_size: Annotated[
-        str, typer.Option("--batch-size", metavar="N", help="Rows deleted per transaction.")
-    ] = "1000",
+        int,
+        typer.Option("--batch-size", metavar="N", min=1, help="Rows deleted per transaction."),
+    ] = 1000,
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Delete old completed jobs in short batches (claimers are never blocked for long)."""
     age = parse_duration("--completed-older-than", completed_older_than)
-    try:
-        batch = int(batch_size)
-    except ValueError:
-        usage_error(f"--batch-size: expected a whole number, got {batch_size!r}")
-    if batch < 1:
-        usage_error(f"--batch-size: must be at least 1, got {batch}")
     with connected(database_url) as conn:
-        count = prune_completed(conn, age, batch)
+        count = prune_completed(conn, age, batch_size)
     console.print(f"pruned {count} completed job{'s' if count != 1 else ''}")

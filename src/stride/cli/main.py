@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from stride.cli import backfill, db, demo, events, jobs, projections, users, worker
+from stride.cli.common import OneLineUsageErrors
 
 app = typer.Typer(
     help="stride keeps training-data projections correct: events, queue, backfill.",
@@ -12,6 +13,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
     rich_markup_mode=None,
+    cls=OneLineUsageErrors,
 )
 app.add_typer(db.app, name="db")
 app.add_typer(users.app, name="users")

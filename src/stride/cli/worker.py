@@ -9,8 +9,10 @@ from typing import Annotated
 import typer
 
 from stride.cli.common import DatabaseUrlOption, database, database_errors, fail, usage_error
+from stride.cli.jobs import parse_duration
+from stride.queue.handlers import HandlerRegistry
 from stride.queue.metrics import serve_metrics
-from stride.queue.worker import HandlerRegistry, Worker
+from stride.queue.worker import Worker
 from stride.storage.connection import connect
 
 logger = logging.getLogger("stride.cli.worker")
@@ -31,26 +33,6 @@ def product_registry() -> HandlerRegistry:
     return build_registry()
 
 
-def _positive_int(flag: str, value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        usage_error(f"{flag}: expected a whole number, got {value!r}")
-    if number < 1:
-        usage_error(f"{flag}: must be at least 1, got {number}")
-    return number
-
-
-def _positive_float(flag: str, value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        usage_error(f"{flag}: expected a number of seconds, got {value!r}")
-    if not number > 0 or number == float("inf"):
-        usage_error(f"{flag}: must be a positive number of seconds, got {value}")
-    return number
-
-
 def _job_types(value: str | None) -> list[str] | None:
     if value is None:
         return None
@@ -60,70 +42,80 @@ def _job_types(value: str | None) -> list[str] | None:
     return names
 
 
-def _port(value: str | None) -> int | None:
-    if value is None:
-        return None
-    port = _positive_int("--metrics-port", value)
-    if port > 65535:
-        usage_error(f"--metrics-port: must be at most 65535, got {port}")
-    return port
-
-
 def worker_command(
     concurrency: Annotated[
-        str, typer.Option("--concurrency", metavar="N", help="Jobs (or batches) run in parallel.")
-    ] = "1",
+        int,
+        typer.Option(
+            "--concurrency", metavar="N", min=1, help="Jobs (or batches) run in parallel."
+        ),
+    ] = 1,
     batch_size: Annotated[
-        str,
+        int,
         typer.Option(
             "--batch-size",
             metavar="N",
+            min=1,
             help="Jobs claimed per round trip (a backfill's jobs for one user coalesce "
             "within a batch; organic jobs still run ahead as their own small batch).",
         ),
-    ] = "500",
+    ] = 500,
     job_types: Annotated[
         str | None,
         typer.Option("--job-types", metavar="A,B", help="Only claim these job types."),
     ] = None,
     once: Annotated[bool, typer.Option("--once", help="Drain what is due now, then exit.")] = False,
     metrics_port: Annotated[
-        str | None,
-        typer.Option("--metrics-port", metavar="PORT", help="Serve Prometheus /metrics here."),
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            metavar="PORT",
+            min=1,
+            max=65535,
+            help="Serve Prometheus /metrics here.",
+        ),
     ] = None,
     lease_seconds: Annotated[
-        str,
+        float,
         typer.Option(
             "--lease-seconds",
             metavar="S",
+            min=0.1,
+            max=86400,
             help="A job whose worker is silent this long is reclaimed by another worker.",
         ),
-    ] = "30",
+    ] = 30,
+    prune_completed_after: Annotated[
+        str,
+        typer.Option(
+            "--prune-completed-after",
+            metavar="AGE",
+            help="Delete completed jobs finished longer ago than this (e.g. 7d, 12h); "
+            "done by whichever worker leads maintenance.",
+        ),
+    ] = "7d",
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Run job handlers: claim due jobs, run them, complete them (SIGTERM stops cleanly)."""
-    parallel = _positive_int("--concurrency", concurrency)
-    batch = _positive_int("--batch-size", batch_size)
-    lease = _positive_float("--lease-seconds", lease_seconds)
     types = _job_types(job_types)
-    port = _port(metrics_port)
+    retention = parse_duration("--prune-completed-after", prune_completed_after)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
     with database_errors():
         target = database(database_url)
         with connect(target.url, autocommit=True) as conn:
             conn.execute(SCHEMA_CHECK_SQL)
         registry = product_registry()
-        if port is not None:
+        if metrics_port is not None:
             try:
-                serve_metrics(port)
+                serve_metrics(metrics_port)
             except OSError as exc:
-                fail(f"--metrics-port: cannot listen on port {port}: {exc.strerror or exc}")
+                fail(f"--metrics-port: cannot listen on port {metrics_port}: {exc.strerror or exc}")
         worker = Worker(
             target.url,
             registry,
-            concurrency=parallel,
-            batch_size=batch,
-            lease_seconds=lease,
+            concurrency=concurrency,
+            batch_size=batch_size,
+            lease_seconds=lease_seconds,
             job_types=types,
+            prune_completed_after=retention,
         )
         worker.run(once=once)

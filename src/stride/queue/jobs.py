@@ -1,4 +1,8 @@
-"""Job rows in `background_jobs`: enqueue, claim, fenced completion, retries, leases, pruning.
+"""Job rows in `background_jobs`: enqueue, claim, fenced settlement, retries, leases, cancel.
+
+The queue package is the only Python code that writes `background_jobs`; the
+backfill asks it for a set-based enqueue (`enqueue_from_query`) or a cancel by
+filter (`cancel_pending`) instead of writing statements of its own.
 
 Every state change a worker makes is *fenced*: the UPDATE names the job id, the
 lease owner (`locked_by`) and the attempt it claimed, and requires
@@ -8,29 +12,35 @@ finisher can never overwrite the newer run. Functions here take a connection and
 leave transaction control to the caller: the worker runs a handler and its
 completion in one transaction.
 
-A job runs at most `max_retries + 1` times; then it is `dead`.
+A job runs at most `max_retries + 1` times; then it is `dead`. A handler that
+knows retrying cannot help has it end `failed` at once (`mark_failed`).
 """
 
 from __future__ import annotations
 
 import json
+import operator
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Final
 from uuid import UUID
 
+from psycopg import Cursor, sql
+from psycopg.rows import RowMaker
 from psycopg.types.json import Jsonb
 
 from stride.storage.connection import DbConnection
 
-NOTIFY_CHANNEL = "stride_jobs"
+# The channel workers LISTEN on. SQL sends on it only through stride_notify_jobs()
+# (migration 0005), which names the same channel; an integration test holds the
+# two together by listening here for a notification sent by the events trigger.
+NOTIFY_CHANNEL: Final = "stride_jobs"
 # Notification payload when one enqueue carries several job types.
-NOTIFY_ANY_TYPE = "*"
-IN_FLIGHT_STATUSES = ("pending", "processing")
-ERROR_MESSAGE_LIMIT = 4000
+NOTIFY_ANY_TYPE: Final = "*"
+ERROR_MESSAGE_LIMIT: Final = 4000
 
 
 @dataclass(slots=True)
@@ -56,7 +66,10 @@ class EnqueueResult:
 
 @dataclass(frozen=True, slots=True)
 class ClaimedJob:
-    """A job this worker holds a lease on; (id, locked_by, attempt) fence every update."""
+    """A job this worker holds a lease on; (id, locked_by, attempt) fence every update.
+
+    Built by the claim's row factory from its RETURNING columns, by name.
+    """
 
     id: int
     job_type: str
@@ -72,9 +85,17 @@ class ClaimedJob:
     created_at: datetime | None = None
     error_message: str | None = field(default=None, repr=False)
 
-    @property
-    def is_last_attempt(self) -> bool:
-        return self.attempt > self.max_retries
+
+def claimed_job_row(cursor: Cursor[Any]) -> RowMaker[ClaimedJob]:
+    """Row factory: a ClaimedJob from each row, its fields found by column name.
+
+    Like psycopg's class_row, but the names are matched once per result and each
+    row is then picked by position: a claim builds thousands of these a second,
+    and class_row's per-row keyword dict cost measurably more.
+    """
+    columns = [column.name for column in cursor.description or ()]
+    pick = operator.itemgetter(*(columns.index(f.name) for f in fields(ClaimedJob)))
+    return lambda values: ClaimedJob(*pick(values))
 
 
 class FailOutcome(Enum):
@@ -109,55 +130,92 @@ DEFAULT_RETRY_POLICY = RetryPolicy()
 
 # --- enqueue ---------------------------------------------------------------------------------
 
-# The partial unique index background_jobs_dedup_in_flight arbitrates concurrent
-# enqueuers: ON CONFLICT waits for an in-progress insert of the same key and then
-# does nothing, so there is no check-then-insert race. pg_notify runs only when a
-# row was inserted and is delivered at commit.
-ENQUEUE_SQL = """
+# The one dedup rule, shared by every enqueue statement below. The partial unique
+# index background_jobs_dedup_in_flight arbitrates concurrent enqueuers: ON
+# CONFLICT waits for an in-progress insert of the same key and then does nothing,
+# so there is no check-then-insert race, and a key is free again once its job
+# leaves pending/processing.
+ON_DEDUP_CONFLICT: Final = sql.SQL(
+    "ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'processing')\n"
+    "    DO NOTHING"
+)
+
+# stride_notify_jobs() runs only when a row was inserted; the notification is
+# delivered at commit, together with the jobs it announces.
+ENQUEUE_SQL: Final = sql.SQL("""
 WITH inserted AS (
     INSERT INTO background_jobs
         (job_type, payload, user_id, priority, max_retries, dedup_key, scheduled_for)
     VALUES (%s, %s, %s, %s, %s, %s, coalesce(%s, now()))
-    ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'processing')
-    DO NOTHING
+    {on_conflict}
     RETURNING id, job_type
 )
-SELECT id, pg_notify('stride_jobs', job_type) FROM inserted
-"""
+SELECT id, stride_notify_jobs(job_type) FROM inserted
+""").format(on_conflict=ON_DEDUP_CONFLICT)
 
-FIND_IN_FLIGHT_SQL = """
+FIND_IN_FLIGHT_SQL: Final = """
 SELECT id FROM background_jobs
 WHERE dedup_key = %s AND status IN ('pending', 'processing')
 """
 
-# One statement for the whole batch: the arrays are unnested in parallel, in-batch
-# duplicates of a dedup key are dropped (first one wins), and ON CONFLICT skips
-# keys already in flight (waiting on, never racing, a concurrent insert of a key).
-ENQUEUE_MANY_SQL = """
-WITH input AS (
-    SELECT t.*,
-           row_number() OVER (PARTITION BY t.dedup_key ORDER BY t.ord) AS key_rank
-    FROM unnest(
-        %s::text[], %s::text[], %s::uuid[], %s::int[], %s::int[], %s::text[], %s::timestamptz[]
-    ) WITH ORDINALITY
-        AS t(job_type, payload, user_id, priority, max_retries, dedup_key, scheduled_for, ord)
+# Inserts whatever `{rows}` yields (the named columns) in one statement, skipping
+# keys in flight, and notifies once: with the job type when all inserted rows
+# share one, else with NOTIFY_ANY_TYPE. Returns the number inserted. The rows
+# go in in the order `{rows}` yields them (a subquery with ORDER BY keeps it).
+_INSERT_ROWS_TEMPLATE: Final = """
+WITH inserted AS (
+    INSERT INTO background_jobs ({columns})
+    SELECT {columns} FROM ({rows}) AS new_jobs
+    {on_conflict}
+    RETURNING job_type
 ),
-inserted AS (
-    INSERT INTO background_jobs
-        (job_type, payload, user_id, priority, max_retries, dedup_key, scheduled_for)
-    SELECT job_type, payload::jsonb, user_id, priority, max_retries, dedup_key,
-           coalesce(scheduled_for, now())
-    FROM input
-    WHERE dedup_key IS NULL OR key_rank = 1
-    ORDER BY ord
-    ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'processing')
-    DO NOTHING
-    RETURNING 1
+summary AS (
+    SELECT count(*) AS jobs, min(job_type) AS first_type, max(job_type) AS last_type
+    FROM inserted
 )
-SELECT count(*) FROM inserted
+SELECT jobs,
+       CASE WHEN jobs > 0 THEN stride_notify_jobs(
+           CASE WHEN first_type = last_type THEN first_type ELSE {any_type} END
+       ) END
+FROM summary
 """
 
-NOTIFY_SQL = "SELECT pg_notify('stride_jobs', %s)"
+# What a query given to enqueue_from_query must yield, by name.
+QUERY_COLUMNS: Final = ("job_type", "payload", "user_id", "priority", "dedup_key")
+
+
+def insert_rows_sql(rows: sql.Composable, columns: Sequence[str]) -> sql.Composed:
+    """The set-based enqueue statement around a query that yields `columns`."""
+    return sql.SQL(_INSERT_ROWS_TEMPLATE).format(
+        columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        rows=rows,
+        on_conflict=ON_DEDUP_CONFLICT,
+        any_type=sql.Literal(NOTIFY_ANY_TYPE),
+    )
+
+
+# enqueue_many's rows: the arrays unnested in parallel, in-batch duplicates of a
+# dedup key dropped (the first one wins).
+_UNNEST_NEW_JOBS: Final = sql.SQL("""
+    SELECT job_type, payload::jsonb AS payload, user_id, priority, max_retries, dedup_key,
+           coalesce(scheduled_for, now()) AS scheduled_for
+    FROM (
+        SELECT t.*, row_number() OVER (PARTITION BY t.dedup_key ORDER BY t.ord) AS key_rank
+        FROM unnest(
+            %s::text[], %s::text[], %s::uuid[], %s::int[], %s::int[], %s::text[],
+            %s::timestamptz[]
+        ) WITH ORDINALITY
+            AS t(job_type, payload, user_id, priority, max_retries, dedup_key, scheduled_for, ord)
+    ) AS numbered
+    WHERE dedup_key IS NULL OR key_rank = 1
+    ORDER BY ord
+""")
+ENQUEUE_MANY_SQL: Final = insert_rows_sql(
+    _UNNEST_NEW_JOBS,
+    (*QUERY_COLUMNS, "max_retries", "scheduled_for"),
+)
+
+NOTIFY_SQL: Final = "SELECT stride_notify_jobs(%s)"
 
 
 def enqueue(conn: DbConnection, job: NewJob) -> EnqueueResult:
@@ -175,22 +233,28 @@ def enqueue(conn: DbConnection, job: NewJob) -> EnqueueResult:
         row = conn.execute(ENQUEUE_SQL, params).fetchone()
         if row is not None:
             return EnqueueResult(int(row[0]), inserted=True)
-        existing = conn.execute(FIND_IN_FLIGHT_SQL, (job.dedup_key,)).fetchone()
+        assert job.dedup_key is not None  # only a dedup key can make the insert a no-op
+        existing = find_in_flight(conn, job.dedup_key)
         if existing is not None:
-            return EnqueueResult(int(existing[0]), inserted=False)
+            return EnqueueResult(existing, inserted=False)
         # The holder of the key finished between our insert and our look-up: the
         # key is free again, so try to insert once more.
+
+
+def find_in_flight(conn: DbConnection, dedup_key: str) -> int | None:
+    """The id of the pending-or-processing job holding `dedup_key`, if any (a plain read)."""
+    row = conn.execute(FIND_IN_FLIGHT_SQL, (dedup_key,)).fetchone()
+    return int(row[0]) if row is not None else None
 
 
 def enqueue_many(conn: DbConnection, jobs: Sequence[NewJob]) -> int:
     """Insert many jobs in one statement, skipping in-flight dedup keys; returns the count."""
     if not jobs:
         return 0
-    job_types = [j.job_type for j in jobs]
-    inserted_row = conn.execute(
+    row = conn.execute(
         ENQUEUE_MANY_SQL,
         (
-            job_types,
+            [j.job_type for j in jobs],
             [json.dumps(j.payload, separators=(",", ":")) for j in jobs],
             [j.user_id for j in jobs],
             [j.priority for j in jobs],
@@ -199,11 +263,18 @@ def enqueue_many(conn: DbConnection, jobs: Sequence[NewJob]) -> int:
             [j.scheduled_for for j in jobs],
         ),
     ).fetchone()
-    inserted = int(inserted_row[0]) if inserted_row else 0
-    if inserted:
-        distinct = set(job_types)
-        conn.execute(NOTIFY_SQL, (distinct.pop() if len(distinct) == 1 else NOTIFY_ANY_TYPE,))
-    return inserted
+    return int(row[0]) if row else 0
+
+
+def enqueue_from_query(conn: DbConnection, query: sql.Composable, params: Mapping[str, Any]) -> int:
+    """Enqueue every row `query` yields, in one statement; returns how many were inserted.
+
+    `query` is a SELECT yielding the columns of QUERY_COLUMNS by name (`payload`
+    as jsonb); rows whose dedup key is in flight are skipped. The rows are not
+    sent to the client and back: the database inserts straight from the query.
+    """
+    row = conn.execute(insert_rows_sql(query, QUERY_COLUMNS), params).fetchone()
+    return int(row[0]) if row else 0
 
 
 # --- claim -----------------------------------------------------------------------------------
@@ -213,7 +284,8 @@ def enqueue_many(conn: DbConnection, jobs: Sequence[NewJob]) -> int:
 # transaction, after which status = 'processing' keeps other claimers away. The
 # ids come from an ARRAY(...) init plan, evaluated exactly once (a semi-join could
 # re-run a LIMIT subquery), and the outer UPDATE finds them by primary key. The
-# inner scan walks background_jobs_claim in its order.
+# inner scan walks background_jobs_claim in its order. RETURNING names the
+# fields of ClaimedJob.
 _CLAIM_TEMPLATE = """
 UPDATE background_jobs
 SET status = 'processing',
@@ -231,8 +303,10 @@ WHERE id = ANY(ARRAY(
 RETURNING id, job_type, payload, user_id, priority, attempt, max_retries, locked_by,
           locked_until, dedup_key, scheduled_for, created_at, error_message
 """
-CLAIM_SQL = _CLAIM_TEMPLATE.format(type_filter="")
-CLAIM_TYPES_SQL = _CLAIM_TEMPLATE.format(type_filter=" AND job_type = ANY(%(job_types)s::text[])")
+CLAIM_SQL: Final = _CLAIM_TEMPLATE.format(type_filter="")
+CLAIM_TYPES_SQL: Final = _CLAIM_TEMPLATE.format(
+    type_filter=" AND job_type = ANY(%(job_types)s::text[])"
+)
 
 
 def claim_due_jobs(
@@ -250,25 +324,9 @@ def claim_due_jobs(
     }
     if job_types is not None:
         params["job_types"] = list(job_types)
-    rows = conn.execute(CLAIM_TYPES_SQL if job_types is not None else CLAIM_SQL, params).fetchall()
-    jobs = [
-        ClaimedJob(
-            id=r[0],
-            job_type=r[1],
-            payload=r[2],
-            user_id=r[3],
-            priority=r[4],
-            attempt=r[5],
-            max_retries=r[6],
-            locked_by=r[7],
-            locked_until=r[8],
-            dedup_key=r[9],
-            scheduled_for=r[10],
-            created_at=r[11],
-            error_message=r[12],
-        )
-        for r in rows
-    ]
+    statement = CLAIM_TYPES_SQL if job_types is not None else CLAIM_SQL
+    with conn.cursor(row_factory=claimed_job_row) as cursor:
+        jobs = cursor.execute(statement, params).fetchall()
     # RETURNING follows no order; hand jobs out in claim order.
     jobs.sort(key=lambda j: (-j.priority, j.scheduled_for, j.id))
     return jobs
@@ -285,7 +343,7 @@ def claim_due_jobs(
 # The array-driven statements below run unprepared (prepare=False): a generic
 # plan cannot see the array's length, and measured 15x slower than the custom
 # plan for a batch of 1000; planning costs well under a millisecond.
-COMPLETE_SQL = """
+COMPLETE_SQL: Final = """
 UPDATE background_jobs AS j
 SET status = 'completed', completed_at = clock_timestamp(), locked_until = NULL
 FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS done(id, attempt)
@@ -294,13 +352,16 @@ WHERE j.id = ANY(%(ids)s::bigint[]) AND j.id = done.id AND j.attempt = done.atte
 RETURNING j.id
 """
 
-COMPLETE_ONE_SQL = """
+# One job: a plain statement the driver prepares once, where the array form
+# above would be planned afresh on every call.
+COMPLETE_ONE_SQL: Final = """
 UPDATE background_jobs
 SET status = 'completed', completed_at = clock_timestamp(), locked_until = NULL
 WHERE id = %s AND attempt = %s AND status = 'processing' AND locked_by = %s
+RETURNING id
 """
 
-FAIL_SQL = """
+FAIL_SQL: Final = """
 UPDATE background_jobs
 SET status = CASE WHEN attempt > max_retries THEN 'dead' ELSE 'pending' END,
     error_message = %s,
@@ -312,14 +373,17 @@ WHERE id = %s AND attempt = %s AND status = 'processing' AND locked_by = %s
 RETURNING status
 """
 
-MARK_DEAD_SQL = """
+# Ends a held job without success and without retries: `dead` (nothing can run
+# it, e.g. no handler) or `failed` (its handler declared it hopeless).
+GIVE_UP_SQL: Final = """
 UPDATE background_jobs
-SET status = 'dead', error_message = %s, completed_at = clock_timestamp(), locked_until = NULL
-WHERE id = %s AND attempt = %s AND status = 'processing' AND locked_by = %s
+SET status = %(status)s, error_message = %(error)s, completed_at = clock_timestamp(),
+    locked_until = NULL
+WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'processing' AND locked_by = %(owner)s
 """
 
 # Back to pending without spending an attempt: the claim's increment is undone.
-DEFER_SQL = """
+DEFER_SQL: Final = """
 UPDATE background_jobs AS j
 SET status = 'pending', attempt = j.attempt - 1, locked_by = NULL, locked_until = NULL,
     scheduled_for = clock_timestamp() + make_interval(secs => later.delay)
@@ -331,7 +395,7 @@ RETURNING j.id
 """
 
 # Like DEFER_SQL but keeps scheduled_for, so a released job keeps its place in line.
-RELEASE_SQL = """
+RELEASE_SQL: Final = """
 UPDATE background_jobs AS j
 SET status = 'pending', attempt = j.attempt - 1, locked_by = NULL, locked_until = NULL
 FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS back(id, attempt)
@@ -342,7 +406,7 @@ RETURNING j.id
 
 # Lease rows locked by another transaction are skipped rather than waited on:
 # they are being completed or reclaimed right now, so extending them is moot.
-EXTEND_LEASE_SQL = """
+EXTEND_LEASE_SQL: Final = """
 UPDATE background_jobs AS j
 SET locked_until = clock_timestamp() + make_interval(secs => %(lease_seconds)s)
 FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS held(id, attempt)
@@ -381,13 +445,16 @@ def _single_owner(jobs: Sequence[ClaimedJob]) -> str:
 
 def complete_many(conn: DbConnection, jobs: Sequence[ClaimedJob]) -> set[int]:
     """Mark held jobs completed in one statement; returns the ids still ours (others were lost)."""
+    if len(jobs) == 1:
+        [job] = jobs
+        rows = conn.execute(COMPLETE_ONE_SQL, (job.id, job.attempt, job.locked_by)).fetchall()
+        return {r[0] for r in rows}
     return _fenced_update(conn, COMPLETE_SQL, jobs)
 
 
 def complete(conn: DbConnection, job: ClaimedJob) -> bool:
     """Mark one held job completed; False when the lease was lost (nothing changed)."""
-    cursor = conn.execute(COMPLETE_ONE_SQL, (job.id, job.attempt, job.locked_by))
-    return cursor.rowcount == 1
+    return bool(complete_many(conn, [job]))
 
 
 def truncate_error(message: str) -> str:
@@ -414,12 +481,28 @@ def fail(
     return FailOutcome.DEAD if row[0] == "dead" else FailOutcome.RETRY
 
 
-def mark_dead(conn: DbConnection, job: ClaimedJob, reason: str) -> bool:
-    """Give up on a held job at once (e.g. no handler for its type); False when lost."""
+def _give_up(conn: DbConnection, job: ClaimedJob, status: str, reason: str) -> bool:
     cursor = conn.execute(
-        MARK_DEAD_SQL, (truncate_error(reason), job.id, job.attempt, job.locked_by)
+        GIVE_UP_SQL,
+        {
+            "status": status,
+            "error": truncate_error(reason),
+            "id": job.id,
+            "attempt": job.attempt,
+            "owner": job.locked_by,
+        },
     )
     return cursor.rowcount == 1
+
+
+def mark_dead(conn: DbConnection, job: ClaimedJob, reason: str) -> bool:
+    """Give up on a held job that nothing can run (e.g. no handler); False when lost."""
+    return _give_up(conn, job, "dead", reason)
+
+
+def mark_failed(conn: DbConnection, job: ClaimedJob, reason: str) -> bool:
+    """End a held job `failed` at once, no retries (its handler said retrying cannot help)."""
+    return _give_up(conn, job, "failed", reason)
 
 
 def defer_many(conn: DbConnection, jobs: Sequence[ClaimedJob], delays: Sequence[float]) -> set[int]:
@@ -442,60 +525,36 @@ def extend_lease(conn: DbConnection, jobs: Sequence[ClaimedJob], lease_seconds: 
     return _fenced_update(conn, EXTEND_LEASE_SQL, jobs, lease_seconds=float(lease_seconds))
 
 
-# --- maintenance -----------------------------------------------------------------------------
+# --- operator actions ------------------------------------------------------------------------
 
-# A lease that ran out means its worker died, hung or lost its connection. The
-# job goes back to pending keeping its attempt count (the crashed run counts),
-# or dead when crashes used up its attempts, so a job that kills its worker
-# cannot loop forever. SKIP LOCKED: a row locked right now belongs to a live
-# transaction (its owner is completing it) and is not ours to judge.
-RECLAIM_SQL = """
-WITH expired AS (
-    SELECT id FROM background_jobs
-    WHERE status = 'processing' AND locked_until < clock_timestamp()
-    ORDER BY locked_until
-    LIMIT %s
-    FOR UPDATE SKIP LOCKED
-)
+# Pending jobs of the given types whose payload names `source`. Jobs a worker
+# holds are left to finish. The subquery locks the rows FOR UPDATE in id order
+# (ORDER BY sits below the row locking), so two cancels of one source take their
+# locks in the same order and cannot deadlock; a row a claimer has locked right
+# now is waited for, then re-checked: if the claim committed it is processing
+# and is skipped. SKIP LOCKED would leave such rows pending behind our back.
+CANCEL_PENDING_SQL: Final = """
 UPDATE background_jobs AS j
-SET status = CASE WHEN j.attempt > j.max_retries THEN 'dead' ELSE 'pending' END,
-    error_message = CASE
-        WHEN j.attempt > j.max_retries THEN
-            'lease expired on attempt ' || j.attempt || ' (worker ' || coalesce(j.locked_by, '?')
-            || ' died or lost its connection); no attempts left'
-        ELSE
-            'lease expired on attempt ' || j.attempt || ' (worker ' || coalesce(j.locked_by, '?')
-            || ' died or lost its connection); reclaimed'
-        END,
-    completed_at = CASE WHEN j.attempt > j.max_retries THEN clock_timestamp() END,
-    scheduled_for = CASE WHEN j.attempt > j.max_retries THEN j.scheduled_for
-                         ELSE clock_timestamp() END,
-    locked_until = NULL
-FROM expired
-WHERE j.id = expired.id
-"""
-
-# Short transactions of at most `batch_size` rows: pruning never holds many row
-# locks or blocks claimers for long. SKIP LOCKED leaves rows someone else holds.
-PRUNE_SQL = """
-WITH doomed AS (
+SET status = 'cancelled', completed_at = clock_timestamp(), error_message = %(reason)s
+FROM (
     SELECT id FROM background_jobs
-    WHERE status = 'completed' AND completed_at < clock_timestamp() - %s::interval
-    ORDER BY completed_at
-    LIMIT %s
-    FOR UPDATE SKIP LOCKED
-)
-DELETE FROM background_jobs AS j USING doomed WHERE j.id = doomed.id
+    WHERE job_type = ANY(%(job_types)s::text[])
+      AND payload ->> 'source' = %(source)s
+      AND status = 'pending'
+    ORDER BY id
+    FOR UPDATE
+) AS doomed
+WHERE j.id = doomed.id
 """
 
-# Revive dead jobs with a fresh set of attempts. A dedup key already in flight
-# (or revived twice) would break the unique index, so only the newest dead job
-# per key is revived, and only while the key is free.
-RETRY_DEAD_SQL = """
+# Revive dead and failed jobs with a fresh set of attempts. A dedup key already
+# in flight (or revived twice) would break the unique index, so only the newest
+# given-up job per key is revived, and only while the key is free.
+RETRY_GIVEN_UP_SQL: Final = """
 WITH revivable AS (
     SELECT DISTINCT ON (coalesce(d.dedup_key, d.id::text)) d.id
     FROM background_jobs AS d
-    WHERE d.status = 'dead'
+    WHERE d.status IN ('dead', 'failed')
       AND (%(job_type)s::text IS NULL OR d.job_type = %(job_type)s::text)
       AND (d.dedup_key IS NULL OR NOT EXISTS (
           SELECT 1 FROM background_jobs AS f
@@ -511,32 +570,22 @@ WHERE j.id = revivable.id
 """
 
 
-def reclaim_expired_leases(conn: DbConnection, *, batch_size: int = 1000) -> int:
-    """Return jobs with expired leases to pending (or dead when out of attempts); returns count."""
-    total = 0
-    while True:
-        with conn.transaction():
-            count = conn.execute(RECLAIM_SQL, (batch_size,)).rowcount
-        total += count
-        if count < batch_size:
-            return total
-
-
-def prune_completed(conn: DbConnection, older_than: timedelta, batch_size: int = 1000) -> int:
-    """Delete completed jobs older than `older_than`, `batch_size` rows per transaction."""
-    total = 0
-    while True:
-        with conn.transaction():
-            count = conn.execute(PRUNE_SQL, (older_than, batch_size)).rowcount
-        total += count
-        if count < batch_size:
-            return total
+def cancel_pending(
+    conn: DbConnection,
+    job_types: Sequence[str],
+    source: str,
+    *,
+    reason: str = "cancelled by operator",
+) -> int:
+    """Cancel the pending jobs of `job_types` whose payload's source is `source`; returns count."""
+    params = {"job_types": list(job_types), "source": source, "reason": reason}
+    return conn.execute(CANCEL_PENDING_SQL, params).rowcount
 
 
 def retry_dead(conn: DbConnection, job_type: str | None = None) -> int:
-    """Put dead jobs (optionally of one type) back to pending with fresh attempts; returns count."""
+    """Put dead and failed jobs (optionally of one type) back to pending with fresh attempts."""
     with conn.transaction():
-        count = conn.execute(RETRY_DEAD_SQL, {"job_type": job_type}).rowcount
+        count = conn.execute(RETRY_GIVEN_UP_SQL, {"job_type": job_type}).rowcount
         if count:
             conn.execute(NOTIFY_SQL, (job_type or NOTIFY_ANY_TYPE,))
     return count

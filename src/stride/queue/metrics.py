@@ -8,6 +8,9 @@ JOBS_CLAIMED = Counter("stride_jobs_claimed", "Jobs leased by this worker.", ["j
 JOBS_COMPLETED = Counter("stride_jobs_completed", "Jobs completed.", ["job_type"])
 JOBS_RETRIED = Counter("stride_jobs_retried", "Failed attempts rescheduled.", ["job_type"])
 JOBS_DEAD = Counter("stride_jobs_dead", "Jobs given up on (dead).", ["job_type"])
+JOBS_FAILED = Counter(
+    "stride_jobs_failed", "Jobs whose handler declared them hopeless (failed).", ["job_type"]
+)
 JOBS_DEFERRED = Counter(
     "stride_jobs_deferred", "Jobs put back without spending an attempt.", ["job_type"]
 )

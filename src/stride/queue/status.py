@@ -23,10 +23,12 @@ EXPIRED_LEASES_SQL = """
 SELECT count(*) FROM background_jobs WHERE status = 'processing' AND locked_until < now()
 """
 
+# Jobs that ended without success: dead (attempts exhausted, no handler) or
+# failed (the handler declared them hopeless); index background_jobs_given_up.
 LATEST_DEAD_SQL = """
-SELECT id, job_type, attempt, error_message, completed_at
+SELECT id, job_type, status, attempt, error_message, completed_at
 FROM background_jobs
-WHERE status = 'dead'
+WHERE status IN ('dead', 'failed')
 ORDER BY completed_at DESC, id DESC
 LIMIT %s
 """
@@ -34,8 +36,11 @@ LIMIT %s
 
 @dataclass(frozen=True, slots=True)
 class DeadJob:
+    """A job that ended without success; `status` is dead or failed."""
+
     id: int
     job_type: str
+    status: str
     attempt: int
     error_message: str | None
     died_at: datetime | None
@@ -43,7 +48,10 @@ class DeadJob:
 
 @dataclass(frozen=True, slots=True)
 class QueueStatus:
-    """Counts by (job type, status), oldest due pending age, stuck leases, recent deaths."""
+    """Counts by (job type, status), oldest due pending age, stuck leases, recent deaths.
+
+    `latest_dead` holds the latest dead and failed jobs alike.
+    """
 
     counts: list[tuple[str, str, int]]
     oldest_due_pending_seconds: float | None

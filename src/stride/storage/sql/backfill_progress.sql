@@ -59,8 +59,9 @@ WHERE job_type = 'projection.update' AND payload ->> 'source' = %(source)s
 GROUP BY status
 
 -- name: dead_jobs_sample
+-- Fan-out jobs of one source that ended without success (dead or failed).
 SELECT id, job_type, payload ->> 'user_id', error_message
 FROM background_jobs
-WHERE payload ->> 'source' = %(source)s AND status = 'dead'
+WHERE payload ->> 'source' = %(source)s AND status IN ('dead', 'failed')
 ORDER BY id
 LIMIT %(limit)s
