@@ -12,12 +12,12 @@ import pytest
 from tests.populations import NOW, make_population
 
 from stride.app import build_registry
-from stride.backfill import BACKFILL_JOB_TYPE
 from stride.backfill.control import cancel_backfill
 from stride.backfill.fanout import fan_out_next_chunk, fanout_dedup_key, run_fan_out
 from stride.backfill.reports import run_progress, runbook_reports, users_on_old_model
 from stride.backfill.trigger import BackfillInputError, controller_dedup_key, trigger_backfill
 from stride.backfill.verify import verify_sample, verify_users
+from stride.domain.job_types import BACKFILL_JOB_TYPE
 from stride.queue.worker import Worker
 
 COVERAGE_MISSING = """
