@@ -43,6 +43,9 @@ FOR UPDATE
 # user ends with both projections. Jobs come out user by user, so one user's
 # jobs sit next to each other in claim order and coalesce in one batch. The
 # dedup key is fanout_dedup_key's, built in SQL (a test holds the two equal).
+# Every job carries the revisions of the code that triggered the run (NULL for
+# a run recorded before revisions): a worker running older logic defers such a
+# job to a newer one (stride.app).
 FAN_OUT_CHUNK = sql.SQL("""
 WITH chunk AS (
     SELECT s.user_id
@@ -80,7 +83,8 @@ SELECT %(job_type)s AS job_type,
            'event_type', event_type,
            'event_id', event_id::text,
            'synthetic', synthetic,
-           'backfill_job_id', %(job_id)s
+           'backfill_job_id', %(job_id)s,
+           'revisions', (SELECT r.revisions FROM backfill_runs r WHERE r.job_id = %(job_id)s)
        ) AS payload,
        user_id,
        %(priority)s AS priority,

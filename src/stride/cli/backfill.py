@@ -20,6 +20,7 @@ from stride.backfill.reports import (
     backfill_status,
     wait_until_drained,
 )
+from stride.backfill.revision_report import RevisionReport
 from stride.backfill.trigger import BackfillInputError, trigger_backfill, validate_source
 from stride.backfill.verify import verify_sample
 from stride.cli.common import (
@@ -159,6 +160,8 @@ def render_status(
         document["reports"] = {r.name: r.as_dict() for r in status.reports}
         document["run"] = status.run.as_dict() if status.run else None
         document["users_on_older_model_versions"] = status.users_on_older_model_versions
+        if status.revisions is not None:
+            document["revisions"] = status.revisions.as_dict()
         print_json(document)
         return
     _render_reports(status.reports)
@@ -168,6 +171,16 @@ def render_status(
         "users (all) whose objective projections an older model version computed: "
         f"{status.users_on_older_model_versions}",
         highlight=False,
+    )
+    if status.revisions is not None:
+        _render_revisions(status.revisions)
+
+
+def _render_revisions(report: RevisionReport) -> None:
+    render_table(
+        "Users per revision (all users)",
+        ["read model", "projection", "revision", "users", "share"],
+        report.rows(),
     )
 
 
@@ -197,13 +210,21 @@ def objective_foundation(
         ),
     ] = None,
     as_json: JsonOption = False,
+    only_stale: Annotated[
+        bool,
+        typer.Option(
+            "--only-stale",
+            help="Snapshot only users whose objective projections are missing or on a lower "
+            "revision than this code's (e.g. the rest of a cancelled or partial run).",
+        ),
+    ] = False,
 ) -> None:
     """Enqueue the one-shot objective foundation backfill (one job per source in flight)."""
     source = _checked_source(source)
     with database_errors():
         target = database(database_url)
         with connect(target.url, autocommit=True) as conn:
-            result = trigger_backfill(conn, source, max_rate=max_rate)
+            result = trigger_backfill(conn, source, max_rate=max_rate, only_stale=only_stale)
         trigger_doc = {
             "outcome": result.outcome,
             "job_id": result.job_id,
@@ -268,6 +289,7 @@ def verify(
                 "users_checked": result.users_checked,
                 "projections_checked": result.projections_checked,
                 "drifts": [d.as_dict() for d in result.drifts],
+                "by_revision": [r.as_dict() for r in result.by_revision],
             }
         )
     else:
@@ -275,6 +297,21 @@ def verify(
             f"checked {result.users_checked} users, {result.projections_checked} projections: "
             f"{len(result.drifts)} drifted",
             highlight=False,
+        )
+        render_table(
+            "checked per stored revision",
+            ["projection", "stored revision", "checked", "drifted"],
+            [
+                (
+                    r.projection,
+                    "missing"
+                    if r.revision is None
+                    else f"{r.revision}{' (running)' if r.revision == r.running_revision else ''}",
+                    r.checked,
+                    r.drifted,
+                )
+                for r in result.by_revision
+            ],
         )
         if result.drifts:
             render_table(

@@ -54,6 +54,7 @@ def show(
                     "key": p.key,
                     "version": p.version,
                     "model_version": p.model_version,
+                    "revision": p.revision,
                     "last_event_id": p.last_event_id,
                     "updated_at": p.updated_at,
                     "data": p.data,
@@ -65,7 +66,7 @@ def show(
     for p in stored:
         body = Syntax(json.dumps(p.data, indent=2, sort_keys=True), "json", word_wrap=True)
         subtitle = (
-            f"version {p.version} · model {p.model_version} · "
+            f"version {p.version} · model {p.model_version} (revision {p.revision}) · "
             f"updated {p.updated_at:%Y-%m-%d %H:%M:%S%z}"
         )
         console.print(Panel(body, title=f"{p.projection_type}/{p.key}", subtitle=subtitle))
