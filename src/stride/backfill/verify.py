@@ -107,7 +107,10 @@ def first_difference(stored: Any, recomputed: Any, path: str = "") -> tuple[str,
     return None
 
 
-def _clock_of(stored: Mapping[tuple[str, str], Any]) -> datetime:
+def clock_of_stored(stored: Mapping[tuple[str, str], Any]) -> datetime:
+    """The clock a user's projections were computed at: the stored advisory's `generated_at`
+    (now when there is none), so a recomputation compares time-dependent fields like for
+    like."""
     advisory = stored.get(("objective_advisory", "overview"))
     generated = advisory.get("generated_at") if isinstance(advisory, Mapping) else None
     if isinstance(generated, str):
@@ -125,7 +128,7 @@ def verify_users(conn: DbConnection, user_ids: Sequence[UUID]) -> VerifyResult:
     for user_id, ptype, key, data, revision in conn.execute(STORED, {"user_ids": list(user_ids)}):
         stored[user_id][(ptype, key)] = data
         revisions[(user_id, ptype, key)] = revision
-    clocks = {user_id: _clock_of(stored[user_id]) for user_id in user_ids}
+    clocks = {user_id: clock_of_stored(stored[user_id]) for user_id in user_ids}
     recomputed_by_user = recompute_users(conn, user_ids, clocks)
     running = {output.row: output.revision for output in outputs_of()}
     tally: dict[tuple[str, str, int | None], list[int]] = {}

@@ -8,10 +8,24 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from stride.backfill import DEFAULT_SOURCE
 from stride.backfill.control import cancel_backfill
+from stride.backfill.preview import (
+    DEFAULT_SAMPLE,
+    PreviewResult,
+    preview_users,
+    save_preview,
+)
+from stride.backfill.preview import Progress as PreviewProgress
 from stride.backfill.reports import (
     BackfillStatus,
     DrainProgress,
@@ -340,3 +354,170 @@ def cancel(
         print_json(result.as_dict())
     else:
         console.print(result.describe(), highlight=False)
+
+
+# --- preview: what the running code would change, before a deploy's backfill --------------
+
+
+@contextmanager
+def preview_bar(quiet: bool) -> Iterator[PreviewProgress]:
+    """A progress bar with rate and ETA on stderr, fed (users done, users to do)."""
+    columns = (
+        TextColumn("[bold]preview"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("users"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, disable=quiet) as bar:
+        task = bar.add_task("users", total=None)
+
+        def show(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield show
+
+
+def _examples(result: PreviewResult, change_class: str, limit: int = 2) -> str:
+    return ", ".join(str(u) for u in result.tally.examples.get(change_class, [])[:limit])
+
+
+def render_preview(result: PreviewResult) -> None:
+    tally = result.tally
+    revisions = ", ".join(f"{name} {rev}" for name, rev in result.running_revisions.items())
+    console.print(
+        f"previewed {tally.users_seen:,} of {result.users_total:,} users "
+        f"({'every user' if result.scope == 'all' else 'random sample'}) in "
+        f"{result.duration_seconds:.1f}s against the running code (revisions: {revisions}): "
+        f"{tally.users_changed:,} would change",
+        highlight=False,
+        soft_wrap=True,
+    )
+    render_table(
+        "Projections that would change",
+        ["projection", "users compared", "would change", "would be created", "stored revisions"],
+        [
+            (
+                f"{ptype}/{key}",
+                f"{changes.users_compared:,}",
+                f"{changes.users_changed:,}",
+                f"{changes.users_missing:,}",
+                " · ".join(f"{r}: {n:,}" for r, n in sorted(changes.stored_revisions.items()))
+                or "-",
+            )
+            for (ptype, key), changes in tally.outputs.items()
+        ],
+    )
+    field_rows = [
+        (f"{ptype}/{key}", name, f"{users:,}", _examples(result, f"{ptype}/{key}.{name}"))
+        for (ptype, key), changes in tally.outputs.items()
+        for name, users in changes.fields.most_common()
+    ]
+    if field_rows:
+        render_table(
+            "Top-level fields that would change",
+            ["projection", "field", "users", "e.g."],
+            field_rows,
+        )
+    codes = sorted(set(tally.warnings_gained) | set(tally.warnings_lost))
+    if codes:
+        render_table(
+            "Advisory warnings",
+            ["code", "users gaining it", "users losing it", "e.g."],
+            [
+                (
+                    code,
+                    f"{tally.warnings_gained[code]:,}",
+                    f"{tally.warnings_lost[code]:,}",
+                    _examples(result, f"warning {code} gained")
+                    or _examples(result, f"warning {code} lost"),
+                )
+                for code in codes
+            ],
+        )
+    for title, counts, label in (
+        ("Resolved modality: stored -> new", tally.modality, "modality"),
+        (
+            "Active objective source: stored -> new",
+            tally.objective_source,
+            "active objective source",
+        ),
+    ):
+        moved = [(old, new, n) for (old, new), n in counts.most_common() if old != new]
+        unchanged = sum(n for (old, new), n in counts.items() if old == new)
+        render_table(
+            title,
+            ["stored", "new", "users", "e.g."],
+            [
+                (old, new, f"{n:,}", _examples(result, f"{label} {old} -> {new}"))
+                for old, new, n in moved
+            ]
+            + [("(unchanged)", "", f"{unchanged:,}", "")],
+        )
+    if tally.users_changed:
+        console.print(
+            "look at an example: stride projections show <user id>; "
+            "--json lists examples for every kind of change",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@app.command("preview")
+def preview(
+    sample: Annotated[
+        int | None,
+        typer.Option(
+            "--sample",
+            help=f"Preview this many random users (default {DEFAULT_SAMPLE}).",
+            min=1,
+            show_default=False,
+        ),
+    ] = None,
+    all_users: Annotated[
+        bool, typer.Option("--all", help="Preview every user (instead of a sample).")
+    ] = False,
+    max_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--max-rate",
+            help="Recompute at most this many users per second (at least 1), for a busy database.",
+            callback=finite_at_least(1, "users per second"),
+        ),
+    ] = None,
+    examples: Annotated[
+        int, typer.Option("--examples", help="Example user ids kept per kind of change.", min=0)
+    ] = 3,
+    no_save: Annotated[
+        bool,
+        typer.Option("--no-save", help="Do not keep the results in the database (read only)."),
+    ] = False,
+    database_url: DatabaseUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Recompute users with the running code, without writing, and show what would change."""
+    if all_users and sample is not None:
+        usage_error("--sample and --all are mutually exclusive")
+    with database_errors():
+        target = database(database_url)
+        with (
+            connect(target.url, autocommit=True, application_name="stride-preview") as conn,
+            preview_bar(quiet=as_json) as show,
+        ):
+            result = preview_users(
+                conn,
+                sample=None if all_users else (sample or DEFAULT_SAMPLE),
+                max_rate=max_rate,
+                examples=examples,
+                on_progress=show,
+            )
+        saved_id = None
+        if not no_save:
+            with connect(target.url, autocommit=True) as conn:
+                saved_id = save_preview(conn, result)
+    if as_json:
+        print_json(result.as_dict() | {"saved_id": saved_id})
+    else:
+        render_preview(result)
