@@ -8,7 +8,7 @@ writes every projection.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
@@ -127,9 +127,19 @@ def recompute_users(
     with the same load and the same folds (the backfill's verification diffs it).
     """
     events_by_user = load_events_for_read_models(conn, user_ids, read_models)
+    return fold_users(events_by_user, now, read_models)
+
+
+def fold_users(
+    events_by_user: Mapping[UUID, Sequence[Event]],
+    now: Mapping[UUID, datetime],
+    read_models: Collection[ReadModel] = READ_MODELS,
+) -> dict[UUID, Outputs]:
+    """The folding half of `recompute_users`, for events already loaded (by
+    `load_events_for_read_models`, e.g. on another thread while this one folds)."""
     return {
-        user_id: fold_user(events_by_user[user_id], now[user_id], read_models)
-        for user_id in user_ids
+        user_id: fold_user(events, now[user_id], read_models)
+        for user_id, events in events_by_user.items()
     }
 
 
