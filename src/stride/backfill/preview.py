@@ -2,11 +2,11 @@
 
 Recomputes users with the running code (the two halves of
 stride.readmodels.recompute_users: the same load and folds a backfill runs)
-and compares with what is stored, without
-writing a projection: which users would change, per read model output and per
-top-level field; per advisory warning code, who would gain or lose it; how the
-resolved training modality and the active objective's source would move; and a
-few example users per kind of change, to look at with `stride projections show`.
+and compares with what is stored, without writing a projection: which users
+would change, per read model output and per top-level field; per advisory
+warning code, who would gain or lose it; how the resolved training modality
+and the active objective's source would move; and a few example users per
+kind of change, to look at with `stride projections show`.
 
 Time fields (`generated_at`) are ignored, and each user is recomputed at the
 clock of their stored advisory (as `backfill verify` does), so only changes of
@@ -65,14 +65,11 @@ BATCH_TRANSACTION = (
 
 COUNT_USERS = "SELECT count(*) FROM users"
 
-# Keyset pagination: the next batch of users after the last one seen (primary
-# key order), so a batch costs the same at the end of the table as at its start.
-NEXT_USERS = """
-SELECT id FROM users
-WHERE %(after)s::uuid IS NULL OR id > %(after)s::uuid
-ORDER BY id
-LIMIT %(limit)s
-"""
+# Keyset pagination: the next batch of users after the last one seen, a range
+# scan of the primary key, so a batch costs the same at the end of the table as
+# at its start.
+FIRST_USERS = "SELECT id FROM users ORDER BY id LIMIT %(limit)s"
+NEXT_USERS = "SELECT id FROM users WHERE id > %(after)s ORDER BY id LIMIT %(limit)s"
 
 # A uniform random sample: every id is read once (16 bytes each) and the
 # sample sorted, then walked in batches like the whole table.
@@ -377,7 +374,8 @@ def _keyset_batches(
     after: UUID | None = None
     while True:
         with _batch_transaction(conn):
-            found = conn.execute(NEXT_USERS, {"after": after, "limit": batch_users}).fetchall()
+            query = FIRST_USERS if after is None else NEXT_USERS
+            found = conn.execute(query, {"after": after, "limit": batch_users}).fetchall()
             if not found:
                 return
             batch = _load(conn, [row[0] for row in found], rows, read_models)
