@@ -245,7 +245,11 @@ def test_heartbeat_keeps_a_long_job_leased(start_worker: WorkerStarter, conn: Co
 
     def slow(ctx: JobContext) -> None:
         runs.append(ctx.job.attempt)
-        release.wait(10)
+        # Work longer than a lease heartbeats: that also touches the job's
+        # transaction, which the server would otherwise end once it has sat
+        # idle for a lease (idle_in_transaction_session_timeout).
+        while not release.wait(0.1):
+            assert ctx.heartbeat()
         assert ctx.heartbeat()
 
     registry.register("slow", slow)

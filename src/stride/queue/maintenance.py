@@ -9,7 +9,8 @@ the lock, so a leader that lost its session can no longer act.
 A leader that hangs with its connection open (a paused process) must not block
 maintenance forever: its session runs with an `idle_session_timeout` a few
 intervals long, so the server ends a session that stopped asking for work and
-the lock passes on.
+the lock passes on. Only a lost session costs leadership; any other database
+error is logged and the round is tried again at the next interval.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Final
 
 import psycopg
 
+from stride.queue.sessions import connection_lost
 from stride.storage.connection import DatabaseConfigError, DbConnection, connect
 
 logger = logging.getLogger("stride.queue.maintenance")
@@ -183,6 +185,15 @@ class MaintenanceLeader:
             if self._leading:
                 self._maintain(conn)
         except (DatabaseConfigError, psycopg.Error) as exc:
+            if not isinstance(exc, DatabaseConfigError) and not connection_lost(self._conn):
+                # The session (and with it the lock) is intact: one failed round.
+                logger.warning(
+                    "maintenance_failed name=%s leading=%s error=%r",
+                    self.name,
+                    self._leading,
+                    exc,
+                )
+                return
             if self._leading:
                 logger.warning("maintenance_leader_lost name=%s error=%r", self.name, exc)
             else:
@@ -200,7 +211,7 @@ class MaintenanceLeader:
             self._conn = None
 
     def _connection(self) -> DbConnection:
-        if self._conn is None or self._conn.closed or self._conn.broken:
+        if self._conn is None or connection_lost(self._conn):
             self.close()
             conn = connect(
                 self.database_url, autocommit=True, application_name="stride-maintenance"

@@ -8,7 +8,11 @@ Threads, each with its own connection:
 - the lease keeper extends the leases of every job in hand;
 - the maintenance thread campaigns for maintenance leadership and, while this
   worker leads, reclaims expired leases and prunes old jobs (maintenance.py).
-SIGTERM/SIGINT stop claiming; a lost connection is re-opened.
+SIGTERM/SIGINT stop claiming; a lost connection is re-opened. Every
+connection runs under the session limits of sessions.py, tied to the lease, so
+a frozen worker's locks outlive its lease by little; and only a broken
+connection counts as lost (sessions.connection_lost): any other database error
+is logged and waited out, never a reconnect loop.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from stride.queue.jobs import (
 )
 from stride.queue.maintenance import DEFAULT_PRUNE_COMPLETED_AFTER, MaintenanceLeader
 from stride.queue.runner import Runner, RunnerSettings
+from stride.queue.sessions import SessionLimits, connection_lost, session_conninfo
 from stride.storage.connection import DatabaseConfigError, DbConnection, connect
 
 logger = logging.getLogger(__name__)
@@ -54,6 +59,9 @@ ASYNC_COMMIT_SQL = "SET synchronous_commit = off"
 # process start-up on a busy server, so runner sessions never go parallel.
 NO_PARALLEL_SQL = "SET max_parallel_workers_per_gather = 0"
 RECONNECT_MAX_DELAY = 5.0
+# A listener whose session keeps failing without being lost waits this long
+# before trying again, so an unexpected error can never become a hot loop.
+LISTENER_ERROR_DELAY = 1.0
 
 
 def default_worker_id() -> str:
@@ -111,9 +119,13 @@ class LeaseKeeper:
                 conn = self._connection()
                 for owned in by_owner.values():
                     kept |= extend_lease(conn, owned, self.lease_seconds)
-            except (DatabaseConfigError, psycopg.OperationalError) as exc:
-                logger.warning("heartbeat failed error=%r", exc)
-                self._close()
+            except (DatabaseConfigError, psycopg.Error) as exc:
+                # Unknown, not lost: the next beat tries again. Only a broken
+                # session is replaced; any other error keeps it.
+                lost = isinstance(exc, DatabaseConfigError) or connection_lost(self._conn)
+                logger.warning("heartbeat failed error=%r connection_lost=%s", exc, lost)
+                if lost:
+                    self._close()
                 return None
         return kept
 
@@ -122,7 +134,7 @@ class LeaseKeeper:
             self._close()
 
     def _connection(self) -> DbConnection:
-        if self._conn is None or self._conn.closed or self._conn.broken:
+        if self._conn is None or connection_lost(self._conn):
             self._close()
             self._conn = connect(
                 self.database_url, autocommit=True, application_name="stride-keeper"
@@ -150,7 +162,7 @@ class Supervision:
         durable_commits: bool,
     ) -> None:
         self.worker_id = worker_id
-        self.database_url = database_url
+        self.database_url = database_url  # with the session limits (sessions.py)
         self.leases = leases
         self.poll_interval = poll_interval
         self.durable_commits = durable_commits
@@ -198,7 +210,7 @@ class Supervision:
                 return connect(
                     self.database_url, autocommit=True, application_name=f"stride-{purpose}"
                 )
-            except (DatabaseConfigError, psycopg.OperationalError) as exc:
+            except (DatabaseConfigError, psycopg.Error) as exc:
                 logger.warning("reconnect purpose=%s error=%r retry_in_s=%.1f", purpose, exc, delay)
                 stop.wait(delay)
                 delay = min(delay * 2, RECONNECT_MAX_DELAY)
@@ -238,27 +250,34 @@ class Worker:
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.worker_id = worker_id or default_worker_id()
+        self.limits = SessionLimits.for_lease(lease_seconds)
+        # Every connection of this worker, and every one its handlers open from
+        # JobContext.database_url, carries the limits.
+        session_url = session_conninfo(database_url, self.limits)
         self.settings = RunnerSettings(
             worker_id=self.worker_id,
-            database_url=database_url,
+            database_url=session_url,
             batch_size=batch_size,
             lease_seconds=lease_seconds,
             job_types=list(job_types) if job_types is not None else None,
             retry_policy=retry_policy,
             user_busy_delay=user_busy_delay,
+            lock_wait_delay=self.limits.lock_timeout_seconds,
         )
-        self.leases = LeaseKeeper(database_url, lease_seconds)
+        self.leases = LeaseKeeper(session_url, lease_seconds)
         self.supervision = Supervision(
             self.worker_id,
-            database_url,
+            session_url,
             stop=threading.Event(),
             leases=self.leases,
             poll_interval=poll_interval,
             durable_commits=durable_commits,
         )
+        # Four rounds per lease: a frozen leader's session times out after four
+        # silent rounds (maintenance.py), so leadership moves on within a lease.
         self.maintenance = MaintenanceLeader(
-            database_url,
-            interval=maintenance_interval or max(0.5, min(lease_seconds / 2, 15.0)),
+            session_url,
+            interval=maintenance_interval or max(0.5, min(lease_seconds / 4, 15.0)),
             prune_completed_after=prune_completed_after,
             on_reclaimed=lambda _count: self.supervision.wake(),
             name=self.worker_id,
@@ -371,8 +390,17 @@ class Worker:
                     for notify in conn.notifies(timeout=0.5):
                         if self._wants(notify.payload):
                             self.supervision.wake()
-            except psycopg.OperationalError as exc:
-                logger.warning("listener connection lost error=%r: reconnecting", exc)
+            except psycopg.Error as exc:
+                if connection_lost(conn):
+                    logger.warning("listener connection lost error=%r: reconnecting", exc)
+                else:
+                    # Not a lost session: start afresh, but not at once.
+                    logger.warning(
+                        "listener failed error=%r: listening again in %.1fs",
+                        exc,
+                        LISTENER_ERROR_DELAY,
+                    )
+                    stop.wait(LISTENER_ERROR_DELAY)
             finally:
                 with contextlib.suppress(Exception):
                     conn.close()
