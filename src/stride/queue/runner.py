@@ -307,7 +307,15 @@ class Runner:
             self._record(job, 0.0, outcome.value)
         self.running.clear()
         self._finished(died)
+        unstarted = len(self.in_hand)
         self._hand_back(self.in_hand)
+        if died or unstarted:
+            logger.info(
+                "recovered_in_hand lease_owner=%s interrupted=%d unstarted=%d",
+                self.lease_owner,
+                len(died),
+                unstarted,
+            )
 
     def _hand_back(self, jobs: Sequence[ClaimedJob]) -> None:
         """Release claimed-but-unstarted jobs, keeping their place in line and their attempts."""
