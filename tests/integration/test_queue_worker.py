@@ -484,3 +484,40 @@ def test_one_elected_worker_maintains_the_queue_and_another_takes_over(
         (again,),
     )
     wait_until(lambda: job_row(conn, again)[0] == "completed", what="reclaimed by the new leader")
+
+
+# Makes the claim of one job fail inside the database, as an index row too large
+# for its index did: SQLSTATE 54000, which psycopg files under OperationalError.
+POISON_CLAIM = """
+CREATE FUNCTION poison_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.payload ? 'poison' AND NEW.status = 'processing' THEN
+        RAISE EXCEPTION 'index row size exceeds maximum' USING ERRCODE = '54000';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER poison_claim BEFORE UPDATE ON background_jobs
+    FOR EACH ROW EXECUTE FUNCTION poison_claim();
+"""
+
+
+def test_a_claim_that_fails_in_the_database_backs_off_and_never_reconnects(
+    start_worker: WorkerStarter, conn: Conn, caplog: pytest.LogCaptureFixture
+) -> None:
+    conn.execute(POISON_CLAIM)
+    registry = HandlerRegistry()
+    registry.register("t", lambda ctx: None)
+    enqueue(conn, NewJob("t", {"poison": True}, priority=1))
+    enqueue_many(conn, [NewJob("t", {"n": n}) for n in range(10)])
+    start_worker(registry)
+    wait_until(lambda: "runner_error" in caplog.text, what="the claim failed")
+    time.sleep(2.0)
+    errors = [r for r in caplog.records if "runner_error" in r.getMessage()]
+    # Backoff 0.1, 0.2, 0.4, 0.8 s...: a handful of lines in two seconds, not hundreds.
+    assert 2 <= len(errors) <= 6, [r.getMessage() for r in errors]
+    assert "ProgramLimitExceeded" in errors[0].getMessage()
+    assert not [r for r in caplog.records if "connection lost" in r.getMessage()]
+    assert not [r for r in caplog.records if "reconnect" in r.getMessage()]
+    # The runner's session survived it all: once the cause is gone, work flows.
+    conn.execute("DROP TRIGGER poison_claim ON background_jobs")
+    wait_until(lambda: statuses(conn) == {"completed": 11}, timeout=15, what="all completed")
