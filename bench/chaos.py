@@ -206,10 +206,19 @@ class OrganicTraffic:
 # --- hostile input ---------------------------------------------------------------------------
 
 
+CONNECTION_TROUBLE = ("database connection failed", "cannot connect to the database")
+
+
 def stride_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*STRIDE, *args], capture_output=True, text=True, timeout=120, check=False
-    )
+    """Run the CLI; again (a few times) when it could not reach the server at all."""
+    for _ in range(5):
+        done = subprocess.run(
+            [*STRIDE, *args], capture_output=True, text=True, timeout=120, check=False
+        )
+        if not any(words in done.stderr for words in CONNECTION_TROUBLE):
+            break
+        time.sleep(1.0)
+    return done
 
 
 def rejected_cleanly(done: subprocess.CompletedProcess[str], codes: set[int]) -> str | None:
@@ -354,6 +363,7 @@ LOCK_PROJECTIONS_SQL = "LOCK TABLE projections IN ACCESS EXCLUSIVE MODE"
 class RunResult:
     seconds_to_full_coverage: float
     faults: list[tuple[float, str]] = field(default_factory=list)
+    faults_after_coverage: int = 0
     failures: list[str] = field(default_factory=list)
     organic_events: int = 0
     log_counts: dict[str, int] = field(default_factory=dict)
@@ -407,6 +417,7 @@ class Backfill:
             organic_thread.join(timeout=60)
             self.drain()
             result = RunResult(covered_at, list(self.faults))
+            result.faults_after_coverage = sum(1 for at, _ in self.faults if at > covered_at)
             result.organic_events = len(organic.appended)
             result.failures = self.check(params, organic, hostile if chaos else None)
         finally:
@@ -592,6 +603,8 @@ def main() -> int:
                 flush=True,
             )
             print(f"    worker log counts under faults: {summary['chaos']['log_counts']}")
+            if late := summary["chaos"]["faults_after_coverage"]:
+                print(f"    note: {late} fault steps came after full coverage", flush=True)
             for failure in failures:
                 print(f"    FAIL {failure}", flush=True)
     finally:
