@@ -303,12 +303,15 @@ class Worker:
         if not self.registry:
             logger.warning("no handlers are registered: every claimed job will go dead")
         logger.info(
-            "worker_start worker_id=%s concurrency=%d batch_size=%d lease_s=%g job_types=%s",
+            "worker_start worker_id=%s concurrency=%d batch_size=%d lease_s=%g job_types=%s "
+            "idle_in_transaction_timeout_ms=%d lock_timeout_ms=%d",
             self.worker_id,
             self.concurrency,
             self.settings.batch_size,
             self.lease_seconds,
             ",".join(self.job_types) if self.job_types is not None else "*",
+            self.limits.idle_in_transaction_ms,
+            self.limits.lock_timeout_ms,
         )
         with self._signals_stop_worker():
             runners = [
