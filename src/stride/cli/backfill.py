@@ -31,6 +31,7 @@ from stride.cli.common import (
     database_errors,
     err_console,
     fail,
+    finite_at_least,
     print_json,
     render_table,
     typer_app,
@@ -49,7 +50,11 @@ WaitOption = Annotated[
 ]
 TimeoutOption = Annotated[
     float | None,
-    typer.Option("--timeout", help="With --wait: give up after this many seconds (exit 1)."),
+    typer.Option(
+        "--timeout",
+        help="With --wait: give up after this many seconds (exit 1).",
+        callback=finite_at_least(0, "seconds"),
+    ),
 ]
 
 
@@ -127,11 +132,22 @@ def drain_bar(quiet: bool) -> Iterator[DrainProgress]:
 
 
 def wait_for_drain(url: str, source: str, timeout: float | None, quiet: bool) -> RunProgress:
-    """Poll the run until its fan-out has drained, drawing a progress bar."""
+    """Poll the run until its fan-out has drained, drawing a progress bar.
+
+    Says so on stderr when `timeout` ran out first (the caller exits non-zero).
+    """
     with connect(url, autocommit=True) as conn, drain_bar(quiet) as show:
         progress = wait_until_drained(conn, source, timeout=timeout, on_progress=show)
     if progress is None:
         fail(f"no backfill was ever triggered for source {source!r}")
+    if timeout is not None and not progress.drained:
+        err_console.print(
+            f"[red]timed out[/red] after {timeout:g}s: the backfill has not drained "
+            f"(controller job {progress.job_id} is {progress.controller_status}, "
+            f"{progress.jobs_open:,} fan-out jobs open); is a `stride worker` running?",
+            highlight=False,
+            soft_wrap=True,
+        )
     return progress
 
 
@@ -174,7 +190,11 @@ def objective_foundation(
     timeout: TimeoutOption = None,
     max_rate: Annotated[
         float | None,
-        typer.Option("--max-rate", help="Fan out at most this many users per second.", min=0.1),
+        typer.Option(
+            "--max-rate",
+            help="Fan out at most this many users per second (at least 0.1).",
+            callback=finite_at_least(0.1, "users per second"),
+        ),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -196,14 +216,15 @@ def objective_foundation(
             if as_json:
                 print_json({"trigger": trigger_doc})
             return
-        if wait:
-            wait_for_drain(target.url, source, timeout, quiet=as_json)
+        progress = wait_for_drain(target.url, source, timeout, quiet=as_json) if wait else None
         if no_verify:
             if as_json:
                 print_json({"trigger": trigger_doc})
-            return
-        with connect(target.url, autocommit=True) as conn:
-            progress = print_report(conn, source, as_json, {"trigger": trigger_doc})
+        else:
+            with connect(target.url, autocommit=True) as conn:
+                progress = print_report(conn, source, as_json, {"trigger": trigger_doc})
+    # --wait promises a finished run: timed out, dead jobs or users missing exit 1,
+    # with or without the reports.
     if wait and (progress is None or not progress.complete):
         raise typer.Exit(1)
 
