@@ -210,3 +210,55 @@ def test_a_frozen_worker_delays_a_backfill_by_at_most_twice_its_lease(
     )
     assert freezer.process.poll() is None
     assert freezer.terminate() == 0
+
+
+def stride_sessions(conn: Conn) -> dict[str, int]:
+    return dict(
+        conn.execute(
+            "SELECT application_name, count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name LIKE 'stride-%%' GROUP BY 1"
+        ).fetchall()
+    )
+
+
+def test_a_frozen_idle_worker_loses_its_listener_and_leadership_sessions_and_comes_back(
+    fleet: Fleet, conn: Conn
+) -> None:
+    # Nothing to do, so no transaction is open: what a frozen idle worker still
+    # holds is its LISTEN (the server keeps notifications until every listener
+    # read them) and the maintenance lock.
+    [worker] = fleet.start("--lease-seconds", "1", "--poll-interval", "30")
+    wait_until(
+        lambda: (
+            stride_sessions(conn).get("stride-listener") == 1
+            and stride_sessions(conn).get("stride-maintenance") == 1
+        ),
+        what="listening and leading",
+    )
+    time.sleep(2.5)  # several leases: a live listener keeps its session
+    assert stride_sessions(conn).get("stride-listener") == 1
+    worker.process.send_signal(signal.SIGSTOP)
+    try:
+        wait_until(
+            lambda: (
+                "stride-listener" not in stride_sessions(conn)
+                and "stride-maintenance" not in stride_sessions(conn)
+            ),
+            timeout=10,
+            what="the server ended the frozen worker's idle sessions",
+        )
+    finally:
+        worker.process.send_signal(signal.SIGCONT)
+    wait_until(lambda: stride_sessions(conn).get("stride-listener") == 1, what="listening again")
+    # Woken by a notification, well within the 30 s poll interval.
+    [user] = make_population(conn, 2, empty_every=2)[1:]
+    conn.execute(
+        "INSERT INTO events (user_id, event_type, timestamp, data) "
+        'VALUES (%s, \'set.logged\', %s, \'{"exercise": "squat", "reps": 3}\')',
+        (user, NOW),
+    )
+    wait_until(
+        lambda: conn.execute("SELECT status FROM background_jobs").fetchall() == [("completed",)],
+        timeout=10,
+        what="new work picked up",
+    )

@@ -20,6 +20,12 @@ conninfo, so nothing depends on the client getting a statement through:
   (partition, dead host) is noticed within about a lease, not after the
   kernel's two-hour keepalive default.
 
+Sessions that are idle by design hold something too: the maintenance leader
+its advisory lock, the listener its LISTEN (the server keeps every
+notification until all listeners have read it). Each sets an
+`idle_session_timeout` and queries more often than that while alive, so a
+frozen worker loses them as well (maintenance.py, worker.py).
+
 A connection is *lost* only when it is broken or closed. Every other database
 error — a constraint, an oversized index row, a lock timeout, even an
 OperationalError such as 54000 — leaves the session usable and is the job's

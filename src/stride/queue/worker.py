@@ -24,6 +24,7 @@ import secrets
 import signal
 import socket
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from types import FrameType
@@ -48,6 +49,9 @@ from stride.storage.connection import DatabaseConfigError, DbConnection, connect
 logger = logging.getLogger(__name__)
 
 LISTEN_SQL = sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL))
+IDLE_SESSION_TIMEOUT_SQL = "SELECT set_config('idle_session_timeout', %s, false)"
+LISTENER_PING_SQL = "SELECT 1"
+LISTENER_IDLE_FLOOR_SECONDS = 1.0
 # Runner sessions commit without waiting for the WAL flush. A job's handler writes
 # and its completion are one transaction, so a server crash can only lose both
 # together, leaving the job processing (reclaimed after its lease) or pending:
@@ -386,13 +390,24 @@ class Worker:
             if conn is None:
                 return
             try:
+                # A frozen listener would keep its LISTEN, and the server keeps
+                # every notification until all listeners have read it: the
+                # session ends after a lease without a query, and a live
+                # listener asks one every third of a lease.
+                idle_timeout = max(self.lease_seconds, LISTENER_IDLE_FLOOR_SECONDS)
+                ping_every = idle_timeout / 3
+                conn.execute(IDLE_SESSION_TIMEOUT_SQL, (f"{round(idle_timeout * 1000)}ms",))
                 conn.execute(LISTEN_SQL)
                 # Anything enqueued while we were not listening is found by this claim.
                 self.supervision.wake()
+                pinged = time.monotonic()
                 while not stop.is_set():
-                    for notify in conn.notifies(timeout=0.5):
+                    for notify in conn.notifies(timeout=min(0.5, ping_every)):
                         if self._wants(notify.payload):
                             self.supervision.wake()
+                    if time.monotonic() - pinged >= ping_every:
+                        conn.execute(LISTENER_PING_SQL)
+                        pinged = time.monotonic()
             except psycopg.Error as exc:
                 if connection_lost(conn):
                     logger.warning("listener connection lost error=%r: reconnecting", exc)
