@@ -455,15 +455,16 @@ class Backfill:
     # --- faults ---
 
     def fault_schedule(self, users: list[uuid.UUID], hostile: Hostile) -> None:
+        # Hostile input goes in alongside, so slow CLI start-ups never space the faults out.
+        attacks = threading.Thread(target=self.hostile_input, args=(users, hostile), daemon=True)
+        attacks.start()
         time.sleep(1.0)
         victim = self.fleet.live()[0]
         victim.kill()
         victim.wait()
         self.fleet.spawn()
         self.note(f"SIGKILL worker pid {victim.pid}, started a new one")
-
-        hostile.long_source()
-        self.note("hostile: over-long --source sent through the CLI")
+        time.sleep(1.0)
 
         frozen = self.fleet.live()[0]
         frozen.send_signal(signal.SIGSTOP)
@@ -471,9 +472,7 @@ class Backfill:
         time.sleep(2 * self.lease)
         frozen.send_signal(signal.SIGCONT)
         self.note(f"SIGCONT worker pid {frozen.pid}")
-
-        hostile.huge_number(users[0])
-        self.note("hostile: an event with a 400-digit number sent through the CLI")
+        time.sleep(1.0)
 
         terminated = retrying(self.server.admin_url, lambda c: c.execute(TERMINATE_SQL).fetchone())
         self.note(f"pg_terminate_backend on {terminated[0] if terminated else 0} stride backends")
@@ -483,9 +482,6 @@ class Backfill:
         self.note(f"PostgreSQL restarted (down {down:.2f}s)")
         time.sleep(1.0)
 
-        hostile.deep_import(users[1:30])
-        self.note("hostile: an import with a line nested 5,000 deep between valid lines")
-
         hold = self.lease + 2.0
         with psycopg.connect(self.url, autocommit=True) as conn, conn.transaction():
             # Exclusive: every read and write of projections waits behind it.
@@ -493,6 +489,15 @@ class Backfill:
             self.note(f"ACCESS EXCLUSIVE lock on projections held for {hold:g}s")
             time.sleep(hold)
         self.note("lock on projections released")
+        attacks.join()
+
+    def hostile_input(self, users: list[uuid.UUID], hostile: Hostile) -> None:
+        hostile.long_source()
+        self.note("hostile: over-long --source sent through the CLI")
+        hostile.huge_number(users[0])
+        self.note("hostile: an event with a 400-digit number sent through the CLI")
+        hostile.deep_import(users[1:30])
+        self.note("hostile: an import with a line nested 5,000 deep between valid lines")
 
     # --- invariants ---
 
