@@ -521,3 +521,39 @@ def test_a_claim_that_fails_in_the_database_backs_off_and_never_reconnects(
     # The runner's session survived it all: once the cause is gone, work flows.
     conn.execute("DROP TRIGGER poison_claim ON background_jobs")
     wait_until(lambda: statuses(conn) == {"completed": 11}, timeout=15, what="all completed")
+
+
+def test_a_lock_held_past_the_lock_timeout_defers_the_batch_without_spending_attempts(
+    start_worker: WorkerStarter, effects: Conn, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = HandlerRegistry()
+
+    def write(ctx: BatchContext) -> None:
+        ctx.conn.execute(
+            "INSERT INTO effects (job_id) SELECT unnest(%s::bigint[])", ([j.id for j in ctx.jobs],)
+        )
+
+    registry.register_batch("w", write)
+    with psycopg.connect(database_url) as holder:
+        # An operator's exclusive lock, held for several leases.
+        holder.execute("LOCK TABLE effects IN ACCESS EXCLUSIVE MODE")
+        enqueue_many(effects, [NewJob("w", {"n": n}) for n in range(30)])
+        start_worker(registry, lease_seconds=0.8)  # lock_timeout 200 ms
+        wait_until(lambda: caplog.text.count("lock_wait_timeout") >= 3, what="three lock timeouts")
+        # Back to pending between tries, attempts untouched, nothing given up on.
+        wait_until(
+            lambda: (
+                effects.execute(
+                    "SELECT bool_and(status = 'pending' AND attempt = 0) FROM background_jobs"
+                ).fetchone()
+                == (True,)
+            ),
+            what="deferred, not failed",
+        )
+    wait_until(lambda: statuses(effects) == {"completed": 30}, what="done once the lock is gone")
+    assert effects.execute("SELECT max(attempt), count(*) FROM background_jobs").fetchone() == (
+        1,
+        30,
+    )
+    assert effects.execute("SELECT count(*) FROM effects").fetchone() == (30,)
+    assert "connection lost" not in caplog.text and "job_failed" not in caplog.text

@@ -413,17 +413,19 @@ class Runner:
         """
         assert self.conn is not None
         delays = [self.settings.lock_wait_delay * (0.5 + self.rng.random()) for _ in unit]
+        kept = defer_many(self.conn, unit, delays)
+        self._finished(unit)
+        metrics.JOBS_DEFERRED.labels(registration.job_type).inc(len(kept))
+        metrics.JOBS_LOST.labels(registration.job_type).inc(len(unit) - len(kept))
+        # One line for the unit, however many jobs it held.
         logger.warning(
-            "lock_wait_timeout job_type=%s jobs=%d error=%s: deferred for ~%.1fs",
+            "lock_wait_timeout job_type=%s jobs=%d deferred=%d error=%s: again in ~%.1fs",
             registration.job_type,
             len(unit),
+            len(kept),
             describe_error(exc),
             self.settings.lock_wait_delay,
         )
-        kept = defer_many(self.conn, unit, delays)
-        self._finished(unit)
-        for job in unit:
-            self._record(job, 0.0, "deferred" if job.id in kept else "lost")
 
     def _heartbeat(self, jobs: Sequence[ClaimedJob]) -> bool:
         """A handler's heartbeat: touch its transaction, then extend the leases.
