@@ -2,7 +2,7 @@
 
 `build_registry()` is what `stride worker` runs: projection.update jobs go to
 the coalescing projection handler, inference.objective_backfill jobs to the
-fan-out controller.
+fan-out controller (one chunk per run of the job).
 """
 
 from __future__ import annotations
@@ -14,12 +14,17 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from stride.backfill import BACKFILL_JOB_TYPE, PROJECTION_UPDATE_JOB_TYPE
-from stride.backfill.fanout import run_fan_out
+from stride.backfill.fanout import RunNotFoundError, fan_out_step
 from stride.domain.events import RETRACTION_EVENT_TYPE
 from stride.projection_refresh import refresh_users, resolve_retracted_types
-from stride.queue.handlers import BatchContext, HandlerRegistry, JobContext, PermanentJobError
+from stride.queue.handlers import (
+    BatchContext,
+    HandlerRegistry,
+    JobCancelledError,
+    JobContext,
+    PermanentJobError,
+)
 from stride.queue.jobs import ClaimedJob
-from stride.storage.connection import connect
 from stride.storage.projection_store import existing_user_ids
 
 log = logging.getLogger(__name__)
@@ -86,16 +91,19 @@ def make_projection_update_handler(
 
 
 def handle_objective_backfill(ctx: JobContext) -> None:
-    """Fan out the run's snapshot; chunks commit on a connection of their own."""
-    with connect(ctx.database_url, autocommit=True, application_name="stride-backfill") as conn:
-        summary = run_fan_out(conn, ctx.job.id, heartbeat=ctx.heartbeat)
-    log.info(
-        "backfill %s fan-out finished: %d users, %d jobs%s",
-        ctx.job.id,
-        summary.users,
-        summary.jobs_enqueued,
-        " (cancelled)" if summary.cancelled else "",
-    )
+    """One step of the run's fan-out; the job defers itself until the next step is due.
+
+    The step commits with the job's deferral (or, after the last chunk, its
+    completion), so the controller holds a runner for one chunk at a time.
+    """
+    try:
+        step = fan_out_step(ctx.conn, ctx.job.id)
+    except RunNotFoundError as exc:
+        raise JobPayloadError(str(exc)) from None
+    if step.cancelled:
+        raise JobCancelledError(f"backfill run {ctx.job.id} was cancelled by an operator")
+    if not step.done:
+        ctx.defer(step.next_step_in)
 
 
 def build_registry() -> HandlerRegistry:
