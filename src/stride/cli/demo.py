@@ -32,7 +32,7 @@ from stride.cli.common import (
     typer_app,
 )
 from stride.demo.population import SeedProgress, SeedSummary, seed_population
-from stride.demo.run import DEMO_SOURCE, DemoSettings, run_demo
+from stride.demo.run import DemoSettings, fresh_demo_source, run_demo
 from stride.storage.migrations import Migration
 
 app = typer_app("Synthetic data for demos, tests and benchmarks.")
@@ -110,12 +110,17 @@ def run_command(
         int, typer.Option("--workers", min=1, help="Worker processes to start.")
     ] = 2,
     source: Annotated[
-        str, typer.Option("--source", help="The backfill's source label.")
-    ] = DEMO_SOURCE,
+        str | None,
+        typer.Option(
+            "--source", help="The backfill's source label (default: a new demo.<UTC time> per run)."
+        ),
+    ] = None,
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """The whole story: migrate, seed, backfill through real workers, verification reports."""
-    settings = DemoSettings(users=users, seed=seed, workers=workers, source=source)
+    settings = DemoSettings(
+        users=users, seed=seed, workers=workers, source=source or fresh_demo_source()
+    )
     with database_errors():
         result = run_demo(database(database_url).url, settings, _ConsoleObserver(settings))
     if result.status is None:
