@@ -256,7 +256,12 @@ def objective_foundation(
     timeout: TimeoutOption = None,
     max_rate: Annotated[
         float | None,
-        typer.Option("--max-rate", help="Fan out at most this many users per second.", min=0.1),
+        typer.Option(
+            "--max-rate",
+            help="Refresh at most this many users per second: the fan-out jobs are "
+            "scheduled that far apart, so workers cannot run them faster.",
+            min=0.1,
+        ),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
