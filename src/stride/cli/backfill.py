@@ -121,8 +121,9 @@ def _render_progress(progress: RunProgress) -> None:
     if progress.max_rate is not None:
         rows.insert(3, ("max rate", f"{progress.max_rate:,g} users/s"))
     render_table(f"Backfill run {progress.job_id} ({progress.source})", ["measure", "value"], rows)
-    for problem in progress.problems():
-        label = "cancelled" if progress.cancelled else "not complete"
+    for index, problem in enumerate(progress.problems()):
+        # A cancelled run's first problem is the cancel itself (RunProgress.problems).
+        label = "cancelled" if progress.cancelled and index == 0 else "not complete"
         err_console.print(f"[yellow]{label}:[/yellow] {problem}", highlight=False, soft_wrap=True)
 
 
@@ -197,7 +198,8 @@ def drain_bar(quiet: bool) -> Iterator[DrainProgress]:
         yield lambda _progress: None
         return
     view = _DrainView()
-    with Live(view, console=err_console, refresh_per_second=4, transient=False) as live:
+    # Redrawn once per poll, from this thread only: the view is never read mid-update.
+    with Live(view, console=err_console, auto_refresh=False, transient=False) as live:
 
         def show(progress: RunProgress) -> None:
             view.observe(progress)
