@@ -80,7 +80,18 @@ def test_run_demo_backfills_every_seeded_user_through_worker_processes(
 
 def test_demo_run_command(database_url: str, tmp_path: Path) -> None:
     done = subprocess.run(
-        [STRIDE, "demo", "run", "--users", "30", "--seed", "4", "--database-url", database_url],
+        [
+            STRIDE,
+            "demo",
+            "run",
+            "--users",
+            "30",
+            "--seed",
+            "4",
+            "--no-serve",
+            "--database-url",
+            database_url,
+        ],
         capture_output=True,
         text=True,
         timeout=120,

@@ -10,6 +10,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from tests.hostile_lines import bad_lines, valid_line
+
+from stride.storage.migrations import available_migrations
 
 STRIDE = str(Path(sys.executable).with_name("stride"))
 WHEN = "2026-03-01T07:30:00Z"
@@ -148,3 +151,54 @@ def test_import_all_good_exits_0(database_url: str, user: str, tmp_path: Path) -
 def test_import_missing_file_exits_2(database_url: str, tmp_path: Path) -> None:
     done = stride("events", "import", str(tmp_path / "absent.jsonl"), database_url=database_url)
     assert done.returncode == 2 and "does not exist" in done.stderr
+
+
+def test_import_from_stdin_stores_every_valid_line_and_lists_every_reject(
+    database_url: str, user: str
+) -> None:
+    lines = [valid_line(user, i) for i in range(1500)]
+    expected = []
+    for _, line, field in bad_lines(user):
+        lines.append(line)
+        expected.append((len(lines), field))
+    lines += [valid_line(user, 1500 + i) for i in range(10)]
+    done = subprocess.run(
+        [
+            *(STRIDE, "events", "import", "-", "--json", "--batch-size", "500"),
+            *("--progress-interval", "0", "--database-url", database_url),
+        ],
+        input=b"".join(lines),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr.decode()
+    summary = json.loads(done.stdout)
+    assert (summary["file"], summary["accepted"], summary["rejected"]) == (
+        "standard input",
+        1510,
+        len(expected),
+    )
+    assert [(r["line"], r["field"]) for r in summary["rejects"]] == expected
+    assert scalar(database_url, "SELECT count(*) FROM events") == 1510
+    # Progress on stderr: a line per batch here, with the rate.
+    progress = done.stderr.decode().splitlines()
+    assert progress and all("lines/s" in line for line in progress), progress
+    assert progress[0].startswith("imported 500 lines: 500 accepted")
+
+
+def test_import_into_an_unmigrated_database_is_one_error(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(
+        b"".join(valid_line("0190a000-0000-7000-8000-000000000001", i) for i in range(50))
+    )
+    done = stride("events", "import", str(path), database_url=empty_database_url)
+    assert done.returncode == 1
+    pending = len(available_migrations())
+    assert done.stderr.strip().splitlines() == [
+        f"error: the database schema is not migrated ({pending} migrations pending): "
+        "run `stride db migrate` first"
+    ]
+    assert done.stdout == ""

@@ -37,6 +37,7 @@ from stride.cli.common import (
     database_errors,
     err_console,
     fail,
+    finite_at_least,
     print_json,
     render_table,
     typer_app,
@@ -60,7 +61,11 @@ WaitOption = Annotated[
 ]
 TimeoutOption = Annotated[
     float | None,
-    typer.Option("--timeout", help="With --wait: give up after this many seconds (exit 1)."),
+    typer.Option(
+        "--timeout",
+        help="With --wait: give up after this many seconds (exit 1).",
+        callback=finite_at_least(0, "seconds"),
+    ),
 ]
 
 
@@ -211,11 +216,22 @@ def drain_bar(quiet: bool) -> Iterator[DrainProgress]:
 
 
 def wait_for_drain(url: str, source: str, timeout: float | None, quiet: bool) -> RunProgress:
-    """Poll the run until nothing of it is left to run, drawing the live view."""
+    """Poll the run until nothing of it is left to run, drawing the live view.
+
+    Says so on stderr when `timeout` ran out first (the caller exits non-zero).
+    """
     with connect(url, autocommit=True) as conn, drain_bar(quiet) as show:
         progress = wait_until_drained(conn, source, timeout=timeout, on_progress=show)
     if progress is None:
         fail(f"no backfill was ever triggered for source {source!r}")
+    if timeout is not None and not progress.drained:
+        err_console.print(
+            f"[red]timed out[/red] after {timeout:g}s: the backfill has not drained "
+            f"(controller job {progress.job_id} is {progress.controller_status or 'pruned'}, "
+            f"{progress.jobs_open:,} fan-out jobs open); is a `stride worker` running?",
+            highlight=False,
+            soft_wrap=True,
+        )
     return progress
 
 
@@ -260,9 +276,9 @@ def objective_foundation(
         float | None,
         typer.Option(
             "--max-rate",
-            help="Refresh at most this many users per second: the fan-out jobs are "
-            "scheduled that far apart, so workers cannot run them faster.",
-            min=0.1,
+            help="Refresh at most this many users per second (at least 0.1): the fan-out "
+            "jobs are scheduled that far apart, so workers cannot run them faster.",
+            callback=finite_at_least(0.1, "users per second"),
         ),
     ] = None,
     as_json: JsonOption = False,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import IO, Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, cast
 
 import psycopg
 import typer
@@ -72,32 +74,87 @@ def database_errors() -> Iterator[None]:
         fail(f"{exc.diag.message_primary} — is the schema migrated? run `stride db migrate`")
     except psycopg.OperationalError as exc:
         fail("database connection failed: " + " ".join(str(exc).split()))
+    except psycopg.Error as exc:
+        # Permissions, read-only standby, constraint or limit errors: still one line.
+        state = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
+        fail("database error: " + " ".join(str(exc).split()) + state)
 
 
-class _OneLineBadParameter(typer.BadParameter):
-    """A bad flag value shown as one `error:` line, like every other stride error."""
-
-    def format_message(self) -> str:
-        return self.message
-
-    def show(self, file: IO[Any] | None = None) -> None:
-        err_console.print(f"[red]error:[/red] {self.message}", highlight=False, soft_wrap=True)
+# typer re-exports click's BadParameter but not its bases: UsageError (also raised
+# for unknown options, missing arguments, unknown commands) and ClickException.
+UsageError = cast(type[Exception], typer.BadParameter.__mro__[1])
+ClickException = cast(type[Exception], UsageError.__mro__[1])
 
 
 class OneLineUsageErrors(TyperGroup):
-    """The root command: a flag value typer rejects (`min=`, not a number) is one line, exit 2.
+    """The root `stride` command: usage errors print one line, like every other error.
 
-    Sub-commands parse their flags inside the root's invoke, so this covers them all.
+    click prints a usage block, a hint and the error (three lines and a blank);
+    here it is `error: <what> (see '<command> --help')`, exit 2. Arguments that
+    are not valid UTF-8 (a terminal passes such bytes as surrogate escapes) are
+    refused here, once for every command, before any of them could print or
+    store them.
     """
 
-    # Any: the context class lives in typer's private copy of click.
-    def invoke(self, ctx: Any) -> Any:
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        arguments = list(sys.argv[1:] if args is None else args)
+        if not standalone_mode:
+            return super().main(arguments, prog_name, complete_var, False, **extra)
+        problem = undecodable_argument(arguments)
+        if problem:
+            _exit_with_error(problem, 2)
         try:
-            return super().invoke(ctx)
-        except typer.BadParameter as exc:
-            if isinstance(exc, _OneLineBadParameter):
-                raise
-            raise _OneLineBadParameter(exc.format_message()) from exc
+            code = super().main(arguments, prog_name, complete_var, False, **extra)
+        except UsageError as exc:
+            ctx = getattr(exc, "ctx", None)
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `stride events` shows the help
+                cast(Any, exc).show()
+                sys.exit(cast(Any, exc).exit_code)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            _exit_with_error(cast(Any, exc).format_message().rstrip(".") + hint, 2)
+        except ClickException as exc:
+            _exit_with_error(cast(Any, exc).format_message(), cast(Any, exc).exit_code)
+        except typer.Abort:
+            _exit_with_error("aborted", 1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def undecodable_argument(arguments: Sequence[str]) -> str | None:
+    """Why an argument is refused: bytes that are not UTF-8, as surrogate escapes in argv."""
+    for position, argument in enumerate(arguments):
+        try:
+            argument.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = os.fsencode(argument)
+            shown = repr(raw[:60])[1:] + ("…" if len(raw) > 60 else "")
+            after = f" (after {arguments[position - 1]})" if position else ""
+            if argument.startswith("--") and "=" in argument:
+                after = f" (in {argument.split('=', 1)[0]})"
+            return f"argument {shown}{after} is not valid UTF-8: stride takes text in UTF-8"
+    return None
+
+
+def _exit_with_error(message: str, code: int) -> NoReturn:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def finite_at_least(minimum: float, unit: str) -> Any:
+    """A typer option callback: a finite number >= `minimum` (no inf or nan), else exit 2."""
+
+    def check(value: float | None) -> float | None:
+        if value is not None and not (math.isfinite(value) and value >= minimum):
+            raise typer.BadParameter(f"{value} is not a finite number of {unit} >= {minimum:g}")
+        return value
+
+    return check
 
 
 def typer_app(help_text: str) -> typer.Typer:

@@ -17,6 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from stride.api.demo import serve_demo
 from stride.backfill.reports import DrainProgress
 from stride.backfill.trigger import TriggerResult
 from stride.cli.backfill import drain_bar, render_status
@@ -115,14 +116,20 @@ def run_command(
             "--source", help="The backfill's source label (default: a new demo.<UTC time> per run)."
         ),
     ] = None,
+    serve_api: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Then serve the HTTP API until Ctrl-C.")
+    ] = True,
+    port: Annotated[int, typer.Option("--port", help="The HTTP API's port.")] = 8000,
     database_url: DatabaseUrlOption = None,
 ) -> None:
-    """The whole story: migrate, seed, backfill through real workers, verification reports."""
+    """The whole story: migrate, seed, backfill through real workers, verification reports,
+    then the HTTP API with a curl line that reads a demo user's objective state."""
     settings = DemoSettings(
         users=users, seed=seed, workers=workers, source=source or fresh_demo_source()
     )
     with database_errors():
-        result = run_demo(database(database_url).url, settings, _ConsoleObserver(settings))
+        url = database(database_url).url
+        result = run_demo(url, settings, _ConsoleObserver(settings))
     if result.status is None:
         return
     render_status(result.status, as_json=False)
@@ -135,6 +142,13 @@ def run_command(
         )
     if not result.complete:
         raise typer.Exit(1)
+    if serve_api:
+        serve_demo(
+            url,
+            host="127.0.0.1",
+            port=port,
+            say=lambda line: console.print(line, highlight=False, soft_wrap=True),
+        )
 
 
 class _ConsoleObserver:

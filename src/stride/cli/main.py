@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stride.cli import backfill, db, demo, events, jobs, projections, users, worker
+from stride.cli import backfill, db, demo, events, jobs, projections, serve, tokens, users, worker
 from stride.cli.common import OneLineUsageErrors
 
 app = typer.Typer(
@@ -22,7 +22,9 @@ app.add_typer(demo.app, name="demo")
 app.add_typer(projections.app, name="projections")
 app.add_typer(backfill.app, name="backfill")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(tokens.app, name="tokens")
 app.command("worker")(worker.worker_command)
+app.command("serve")(serve.serve_command)
 
 if __name__ == "__main__":
     app()

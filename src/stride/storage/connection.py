@@ -26,6 +26,7 @@ from psycopg.types.json import set_json_loads
 set_json_loads(orjson.loads)
 
 DbConnection = psycopg.Connection[Any]
+AsyncDbConnection = psycopg.AsyncConnection[Any]
 
 DEFAULT_DATA_DIR = Path(".stride") / "pgdata"
 EMBEDDED_DATABASE = "stride"
@@ -56,16 +57,37 @@ def data_dir() -> Path:
 
 
 def validate_url(url: str, *, flag: str = "--database-url") -> str:
-    """Reject URLs libpq cannot parse, naming the flag; returns the URL unchanged."""
+    """Reject URLs libpq cannot parse or that leave host or database to libpq's defaults.
+
+    `postgresql://` (or `postgresql://$HOST/$DB` with both variables unset) would
+    otherwise connect to whatever the local socket and the OS user name point at.
+    Returns the URL unchanged; errors name the flag.
+    """
     if not url.strip():
         raise DatabaseConfigError(f"{flag} is empty", is_usage_error=True)
     try:
-        conninfo_to_dict(url)
+        url.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DatabaseConfigError(f"{flag} is not valid UTF-8", is_usage_error=True) from None
+    try:
+        params = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "unparseable"
         raise DatabaseConfigError(
             f"{flag} is not a valid PostgreSQL URL: {first_line}", is_usage_error=True
         ) from None
+    missing = [
+        what
+        for what, keys in (("host", ("host", "hostaddr")), ("database", ("dbname",)))
+        if not any(str(params.get(key) or "").strip() for key in keys)
+    ]
+    if missing:
+        raise DatabaseConfigError(
+            f"{flag} names no {' and no '.join(missing)}: give both, e.g. "
+            "postgresql://user@db.example:5432/stride (a Unix socket: "
+            "postgresql:///stride?host=/var/run/postgresql)",
+            is_usage_error=True,
+        )
     return url
 
 

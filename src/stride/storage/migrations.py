@@ -10,7 +10,7 @@ from importlib import resources
 
 import psycopg
 
-from stride.storage.connection import DbConnection
+from stride.storage.connection import AsyncDbConnection, DbConnection
 
 MIGRATION_FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 
@@ -25,6 +25,10 @@ CREATE TABLE IF NOT EXISTS stride_migrations (
     applied_at  timestamptz NOT NULL DEFAULT now()
 )
 """
+
+
+LEDGER_EXISTS = "SELECT to_regclass('stride_migrations') IS NOT NULL"
+SELECT_APPLIED_CHECKSUMS = "SELECT version, checksum FROM stride_migrations"
 
 
 class MigrationError(Exception):
@@ -112,3 +116,21 @@ def migration_status(conn: DbConnection) -> list[MigrationStatus]:
         MigrationStatus(m.version, m.name, applied[m.version][1] if m.version in applied else None)
         for m in available_migrations()
     ]
+
+
+async def migration_problems_async(aconn: AsyncDbConnection) -> list[str]:
+    """Why the schema is not current: each shipped migration that is pending or was
+    changed after it was applied (empty when current). For readiness probes."""
+    exists = await (await aconn.execute(LEDGER_EXISTS)).fetchone()
+    applied: dict[int, str] = {}
+    if exists and exists[0]:
+        rows = await (await aconn.execute(SELECT_APPLIED_CHECKSUMS)).fetchall()
+        applied = dict(rows)
+    problems = []
+    for migration in available_migrations():
+        label = f"{migration.version:04d}_{migration.name}"
+        if migration.version not in applied:
+            problems.append(f"migration {label} is pending")
+        elif applied[migration.version] != migration.checksum:
+            problems.append(f"migration {label} was changed after it was applied")
+    return problems

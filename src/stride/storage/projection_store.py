@@ -11,7 +11,7 @@ from uuid import UUID
 import orjson
 
 from stride.domain.events import Event
-from stride.storage.connection import DbConnection
+from stride.storage.connection import AsyncDbConnection, DbConnection
 
 # Events of the given types for a set of users, unordered: the folds order
 # events themselves, and sorting here spills to disk for large batches.
@@ -48,24 +48,38 @@ FROM (
 ) AS loaded
 """
 
+# Delivered on commit of every transaction that wrote projections; `stride
+# serve` listens on it to answer read-your-write requests without polling.
+PROJECTIONS_CHANNEL = "stride_projections"
+
 # One statement writes every projection of the batch. `version` counts writes,
 # `updated_at` is the moment of this write. Arrays go in binary (%b): the text
 # form would escape every quote of every JSON document.
+#
+# The same statement announces the write: the outer SELECT has one row, so
+# pg_notify runs once per statement (not per row, no extra round trip), and a
+# constant payload collapses to one notification per transaction, delivered at
+# commit together with the jobs' completion. Notifying transactions serialise
+# their commits on PostgreSQL's notify queue lock; the worker commits
+# asynchronously (no WAL flush wait), so the lock is held only briefly.
 UPSERT_PROJECTIONS = """
-INSERT INTO projections AS p
-    (user_id, projection_type, key, data, version, model_version, last_event_id, updated_at)
-SELECT w.user_id, w.projection_type, w.key, w.data::jsonb, 1, w.model_version, w.last_event_id,
-       clock_timestamp()
-FROM unnest(
-    %(user_ids)b::uuid[], %(projection_types)b::text[], %(keys)b::text[],
-    %(data)b::text[], %(model_versions)b::text[], %(last_event_ids)b::uuid[]
-) AS w(user_id, projection_type, key, data, model_version, last_event_id)
-ON CONFLICT (user_id, projection_type, key) DO UPDATE
-SET data = EXCLUDED.data,
-    version = p.version + 1,
-    model_version = EXCLUDED.model_version,
-    last_event_id = EXCLUDED.last_event_id,
-    updated_at = EXCLUDED.updated_at
+WITH written AS (
+    INSERT INTO projections AS p
+        (user_id, projection_type, key, data, version, model_version, last_event_id, updated_at)
+    SELECT w.user_id, w.projection_type, w.key, w.data::jsonb, 1, w.model_version,
+           w.last_event_id, clock_timestamp()
+    FROM unnest(
+        %(user_ids)b::uuid[], %(projection_types)b::text[], %(keys)b::text[],
+        %(data)b::text[], %(model_versions)b::text[], %(last_event_ids)b::uuid[]
+    ) AS w(user_id, projection_type, key, data, model_version, last_event_id)
+    ON CONFLICT (user_id, projection_type, key) DO UPDATE
+    SET data = EXCLUDED.data,
+        version = p.version + 1,
+        model_version = EXCLUDED.model_version,
+        last_event_id = EXCLUDED.last_event_id,
+        updated_at = EXCLUDED.updated_at
+)
+SELECT pg_notify('stride_projections', 'written')
 """
 
 READ_PROJECTIONS = """
@@ -74,6 +88,35 @@ FROM projections
 WHERE user_id = %(user_id)s
   AND (%(projection_type)s::text IS NULL OR projection_type = %(projection_type)s)
 ORDER BY projection_type, key
+"""
+
+READ_PROJECTION = """
+SELECT projection_type, key, data, version, model_version, last_event_id, updated_at
+FROM projections
+WHERE user_id = %(user_id)s AND projection_type = %(projection_type)s AND key = %(key)s
+"""
+
+# Read-your-write (`stride serve`): the statuses of an event's own
+# projection.update jobs, for an event of this user. No row at all: the event is
+# not this user's (or does not exist). One row with a NULL status: the event has
+# no job row (pruned after it completed, or bulk-loaded without one). The job
+# predicate repeats that of the partial index background_jobs_organic_event
+# (migration 0007) word for word, so the planner can prove the index usable.
+EVENT_JOB_STATUSES = """
+SELECT j.status
+FROM events e
+LEFT JOIN background_jobs j
+       ON j.job_type = 'projection.update' AND NOT (j.payload ? 'source')
+      AND (j.payload ->> 'event_id') = e.id::text
+WHERE e.id = %(event_id)s AND e.user_id = %(user_id)s
+"""
+
+# The same for many events at once: one query however many requests wait.
+JOB_STATUSES_BY_EVENT = """
+SELECT (j.payload ->> 'event_id')::uuid, j.status
+FROM background_jobs j
+WHERE j.job_type = 'projection.update' AND NOT (j.payload ? 'source')
+  AND (j.payload ->> 'event_id') = ANY(%(event_ids)s::text[])
 """
 
 
@@ -168,3 +211,66 @@ def existing_user_ids(conn: DbConnection, user_ids: Sequence[UUID]) -> set[UUID]
     """The subset of `user_ids` that exist in `users`."""
     rows = conn.execute("SELECT id FROM users WHERE id = ANY(%s)", (list(user_ids),)).fetchall()
     return {row[0] for row in rows}
+
+
+SAMPLE_USER_WITH_PROJECTION = """
+SELECT user_id FROM projections
+WHERE projection_type = %(projection_type)s AND key = %(key)s
+ORDER BY user_id
+LIMIT 1
+"""
+
+
+def sample_user_with_projection(conn: DbConnection, projection_type: str, key: str) -> UUID | None:
+    """Some user who has this projection (the first by id), or None."""
+    row = conn.execute(
+        SAMPLE_USER_WITH_PROJECTION, {"projection_type": projection_type, "key": key}
+    ).fetchone()
+    return row[0] if row else None
+
+
+# --- async reads (the HTTP API) --------------------------------------------------------
+
+
+async def read_projection_async(
+    aconn: AsyncDbConnection, user_id: UUID, projection_type: str, key: str
+) -> StoredProjection | None:
+    """One stored projection of a user, or None."""
+    cursor = await aconn.execute(
+        READ_PROJECTION, {"user_id": user_id, "projection_type": projection_type, "key": key}
+    )
+    row = await cursor.fetchone()
+    return StoredProjection(*row) if row else None
+
+
+async def read_projections_async(
+    aconn: AsyncDbConnection, user_id: UUID, projection_type: str | None = None
+) -> list[StoredProjection]:
+    """A user's stored projections, optionally of one type (as `read_projections`)."""
+    cursor = await aconn.execute(
+        READ_PROJECTIONS, {"user_id": user_id, "projection_type": projection_type}
+    )
+    return [StoredProjection(*row) for row in await cursor.fetchall()]
+
+
+async def event_job_statuses_async(
+    aconn: AsyncDbConnection, user_id: UUID, event_id: UUID
+) -> list[str | None] | None:
+    """Statuses of the projection.update jobs of one of the user's events.
+
+    None when the event is not this user's; [None] when it has no job row.
+    """
+    cursor = await aconn.execute(EVENT_JOB_STATUSES, {"user_id": user_id, "event_id": event_id})
+    rows = await cursor.fetchall()
+    return [row[0] for row in rows] if rows else None
+
+
+async def job_statuses_by_event_async(
+    aconn: AsyncDbConnection, event_ids: Collection[UUID]
+) -> dict[UUID, list[str]]:
+    """Statuses of the projection.update jobs of each event (events without jobs are absent)."""
+    cursor = await aconn.execute(JOB_STATUSES_BY_EVENT, {"event_ids": [str(e) for e in event_ids]})
+    found: dict[UUID, list[str]] = {}
+    for event_id, status in await cursor.fetchall():
+        found.setdefault(event_id, []).append(status)
+    return found

@@ -1,0 +1,1 @@
+"""`stride serve`: the HTTP API over the same functions the CLI calls."""
