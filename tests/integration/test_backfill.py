@@ -21,8 +21,8 @@ from stride.backfill.fanout import fan_out_step, fanout_dedup_key
 from stride.backfill.reports import run_history, run_progress, runbook_reports, users_on_old_model
 from stride.backfill.trigger import BackfillInputError, controller_dedup_key, trigger_backfill
 from stride.backfill.verify import verify_sample, verify_users
-from stride.queue.handlers import HandlerRegistry, JobContext
-from stride.queue.jobs import RetryPolicy
+from stride.queue.handlers import HandlerRegistry, JobCancelledError, JobContext
+from stride.queue.jobs import RetryPolicy, claim_due_jobs, mark_cancelled
 from stride.queue.worker import Worker
 
 COVERAGE_MISSING = """
@@ -473,3 +473,23 @@ def test_the_controller_runs_one_chunk_per_step_and_completes_after_the_last(
     assert order == ("organic",)
     progress = run_progress(conn, "steps")
     assert progress is not None and progress.complete and progress.users_fanned_out == 25
+
+
+def test_a_controller_held_by_a_worker_at_cancel_ends_cancelled_at_its_next_step(
+    conn: psycopg.Connection[Any],
+) -> None:
+    make_population(conn, 20)
+    trigger = trigger_backfill(conn, "held")
+    [held] = claim_due_jobs(conn, "worker-a", 10, 30)
+    assert held.id == trigger.job_id
+    result = cancel_backfill(conn, "held")
+    # A processing controller cannot be cancelled under its worker: the run is marked.
+    assert (result.runs_stopped, result.jobs_cancelled) == (1, 0)
+    context = JobContext(conn, held, "worker-a", "", lambda jobs: True)
+    with pytest.raises(JobCancelledError, match="cancelled"):
+        build_registry().get(BACKFILL_JOB_TYPE).handler(context)  # type: ignore[union-attr]
+    assert mark_cancelled(conn, held, "cancelled")
+    assert conn.execute("SELECT count(*) FROM background_jobs").fetchone() == (1,)  # no chunk
+    progress = run_progress(conn, "held")
+    assert progress is not None and progress.outcome == "cancelled" and progress.drained
+    assert progress.controller_status == "cancelled" and not progress.complete

@@ -408,7 +408,7 @@ class RunSummary:
         }
 
 
-DEFAULT_HISTORY_LIMIT = 50
+DEFAULT_HISTORY_LIMIT = 20
 
 
 def run_history(
