@@ -361,7 +361,6 @@ class RunSummary:
     cancelled_at: datetime | None
     jobs_open: int
     jobs_given_up: int  # dead or failed fan-out jobs
-    jobs_settled: int
     last_settled_at: datetime | None
     observed_at: datetime
 
@@ -431,7 +430,6 @@ def run_history(
             cancelled_at=cancelled_at,
             jobs_open=jobs_open,
             jobs_given_up=given_up,
-            jobs_settled=settled,
             last_settled_at=last_settled_at,
             observed_at=observed_at,
         )
@@ -446,7 +444,6 @@ def run_history(
             controller_status,
             jobs_open,
             given_up,
-            settled,
             last_settled_at,
             users_refreshed,
             observed_at,

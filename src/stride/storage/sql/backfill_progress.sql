@@ -99,7 +99,7 @@ LIMIT %(limit)s
 -- model version: a run is judged by the code of its time).
 SELECT r.job_id, r.source, r.created_at, r.users_total, r.jobs_enqueued,
        r.cancel_requested, r.cancelled_at, c.status AS controller_status,
-       jobs.open, jobs.given_up, jobs.settled, jobs.last_settled_at,
+       jobs.open, jobs.given_up, jobs.last_settled_at,
        refreshed.users AS users_refreshed,
        clock_timestamp() AS observed_at
 FROM backfill_runs r
@@ -107,7 +107,6 @@ LEFT JOIN background_jobs c ON c.id = r.job_id
 CROSS JOIN LATERAL (
     SELECT count(*) FILTER (WHERE f.status IN ('pending', 'processing')) AS open,
            count(*) FILTER (WHERE f.status IN ('dead', 'failed')) AS given_up,
-           count(*) FILTER (WHERE f.status NOT IN ('pending', 'processing')) AS settled,
            max(f.completed_at) AS last_settled_at
     FROM background_jobs f
     WHERE f.job_type = 'projection.update' AND f.payload ->> 'source' = r.source
