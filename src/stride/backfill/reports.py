@@ -142,12 +142,7 @@ class RunProgress:
     def complete(self) -> bool:
         """Every snapshotted user refreshed by this run on the current code, every job of the
         run settled without a failure, the controller completed and the run not cancelled."""
-        return (
-            self.outcome == "complete"
-            and self.controller_status in ("completed", None)
-            and self.users_refreshed == self.users_total
-            and self.users_not_on_current_model == 0
-        )
+        return self.outcome == "complete"
 
     @property
     def label_reused(self) -> bool:
