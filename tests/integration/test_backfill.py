@@ -15,12 +15,13 @@ from tests.conftest import wait_until
 from tests.populations import NOW, make_population
 
 from stride.app import build_registry
-from stride.backfill import BACKFILL_JOB_TYPE, fanout
+from stride.backfill import fanout
 from stride.backfill.control import cancel_backfill
 from stride.backfill.fanout import fan_out_step, fanout_dedup_key
 from stride.backfill.reports import run_history, run_progress, runbook_reports, users_on_old_model
 from stride.backfill.trigger import BackfillInputError, controller_dedup_key, trigger_backfill
 from stride.backfill.verify import verify_sample, verify_users
+from stride.domain.job_types import BACKFILL_JOB_TYPE
 from stride.queue.handlers import HandlerRegistry, JobCancelledError, JobContext
 from stride.queue.jobs import RetryPolicy, claim_due_jobs, mark_cancelled
 from stride.queue.worker import Worker

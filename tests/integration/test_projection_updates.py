@@ -10,8 +10,8 @@ import psycopg
 
 from stride.app import build_registry
 from stride.domain.validation import NewEvent
-from stride.projection_refresh import refresh_users
 from stride.queue.worker import Worker
+from stride.readmodels.refresh import refresh_users
 from stride.storage.event_store import append_event, append_events
 from stride.storage.projection_store import read_projections
 from stride.storage.users import add_user

@@ -1,7 +1,5 @@
 """The objective foundation backfill: trigger, fan-out controller, verification."""
 
-BACKFILL_JOB_TYPE = "inference.objective_backfill"
-PROJECTION_UPDATE_JOB_TYPE = "projection.update"
 DEFAULT_SOURCE = "manual.objective_backfill"
 
 # Backfill work yields to organic traffic (priority 0): claims take higher

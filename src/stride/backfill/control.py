@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from stride.backfill import BACKFILL_JOB_TYPE, PROJECTION_UPDATE_JOB_TYPE
+from stride.domain.job_types import BACKFILL_JOB_TYPE, PROJECTION_UPDATE_JOB_TYPE
 from stride.queue.jobs import cancel_pending
 from stride.storage.connection import DbConnection
 

@@ -27,8 +27,9 @@ from uuid import UUID
 
 from psycopg import sql
 
-from stride.backfill import FANOUT_PRIORITY, PROJECTION_UPDATE_JOB_TYPE
+from stride.backfill import FANOUT_PRIORITY
 from stride.domain.events import OBJECTIVE_EVENT_TYPES
+from stride.domain.job_types import PROJECTION_UPDATE_JOB_TYPE
 from stride.queue.jobs import enqueue_from_query
 from stride.storage.connection import DbConnection
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any, Literal
 from uuid import UUID
 
-from stride.projections.registry import HANDLERS
+from stride.projections.registry import READ_MODELS
 from stride.storage.connection import DbConnection
 from stride.storage.queries import load_queries
 
@@ -243,7 +243,7 @@ def _plain(value: Any) -> Any:
 
 def current_model_versions() -> dict[tuple[str, str], str]:
     """The model version the running code stamps on each projection."""
-    return {(t, k): v for handler in HANDLERS for t, k, v in handler.outputs}
+    return {(t, k): v for read_model in READ_MODELS for t, k, v in read_model.outputs}
 
 
 def runbook_reports(conn: DbConnection, source: str) -> list[Report]:

@@ -8,8 +8,9 @@ from typing import Any, Literal
 
 import psycopg
 
-from stride.backfill import BACKFILL_JOB_TYPE, CONTROLLER_PRIORITY
+from stride.backfill import CONTROLLER_PRIORITY
 from stride.domain.events import OBJECTIVE_EVENT_TYPES
+from stride.domain.job_types import BACKFILL_JOB_TYPE
 from stride.queue.jobs import NewJob, enqueue, find_in_flight
 from stride.storage.connection import DbConnection
 

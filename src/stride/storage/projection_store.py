@@ -10,42 +10,50 @@ from uuid import UUID
 
 import orjson
 
-from stride.domain.events import Event
+from stride.domain.events import RETRACTION_EVENT_TYPE, Event
 from stride.storage.connection import AsyncDbConnection, DbConnection
 
 # Events of the given types for a set of users, unordered: the folds order
 # events themselves, and sorting here spills to disk for large batches.
 #
 # Types in %(daily)s are folds' bulk (set.logged) and the folds read only their
-# UTC day and latest timestamp, so they arrive collapsed to the latest
-# non-retracted event per (user, type, UTC day), without data: a tenth of the
-# rows for a heavy lifter, and the fold output is the same (a property test
-# holds the folds to that). Retracted events of those types are dropped here,
-# before collapsing, so a retraction can never hide a day's other events.
+# UTC day and latest timestamp, so they arrive collapsed to the latest event per
+# (user, type, UTC day), without data: a tenth of the rows for a heavy lifter,
+# and the fold output is the same (a property test holds the folds to that).
+#
+# Retractions: which events are retracted is decided once, in Python
+# (stride.domain.events.retracted_event_ids: a retracted retraction stops
+# retracting), so every load brings the users' event.retracted along. Here, an
+# event of a daily type that a retraction of the same user names
+# (stride_retraction_target, migration 0006) is kept out of the collapse and
+# sent on its own: whether or not it ends up retracted, it can never hide, nor
+# be hidden behind, the day's other events.
 LOAD_EVENTS = """
-WITH retracted AS (
-    SELECT r.data ->> 'retracted_event_id' AS event_id
+WITH named AS (
+    SELECT r.user_id, stride_retraction_target(r.data) AS event_id
     FROM events r
     WHERE r.user_id = ANY(%(user_ids)s) AND r.event_type = 'event.retracted'
 )
 SELECT id, user_id, event_type, "timestamp", data
-FROM (
-    SELECT id, user_id, event_type, "timestamp", data
-    FROM events
+FROM events
+WHERE user_id = ANY(%(user_ids)s)
+  AND event_type = ANY(%(whole)s)
+UNION ALL
+(
+    SELECT DISTINCT ON (user_id, event_type, ("timestamp" AT TIME ZONE 'UTC')::date)
+           id, user_id, event_type, "timestamp", NULL::jsonb
+    FROM events e
     WHERE user_id = ANY(%(user_ids)s)
-      AND event_type = ANY(%(whole)s)
-    UNION ALL
-    (
-        SELECT DISTINCT ON (user_id, event_type, ("timestamp" AT TIME ZONE 'UTC')::date)
-               id, user_id, event_type, "timestamp", NULL::jsonb
-        FROM events
-        WHERE user_id = ANY(%(user_ids)s)
-          AND event_type = ANY(%(daily)s)
-          AND id::text NOT IN (SELECT event_id FROM retracted WHERE event_id IS NOT NULL)
-        ORDER BY user_id, event_type, ("timestamp" AT TIME ZONE 'UTC')::date,
-                 "timestamp" DESC, id DESC
-    )
-) AS loaded
+      AND event_type = ANY(%(daily)s)
+      AND NOT EXISTS (SELECT FROM named n WHERE n.user_id = e.user_id AND n.event_id = e.id)
+    ORDER BY user_id, event_type, ("timestamp" AT TIME ZONE 'UTC')::date,
+             "timestamp" DESC, id DESC
+)
+UNION ALL
+SELECT e.id, e.user_id, e.event_type, e."timestamp", NULL::jsonb
+FROM (SELECT DISTINCT user_id, event_id FROM named WHERE event_id IS NOT NULL) n
+JOIN events e ON e.id = n.event_id AND e.user_id = n.user_id
+WHERE e.event_type = ANY(%(daily)s)
 """
 
 # Delivered on commit of every transaction that wrote projections; `stride
@@ -149,7 +157,9 @@ def load_events_for_users(
 ) -> dict[UUID, list[Event]]:
     """Each user's events of `event_types` (in no particular order); every user gets a key.
 
-    Events of `daily_event_types` come collapsed to the latest per UTC day, without data.
+    Events of `daily_event_types` come collapsed to the latest per UTC day, without data,
+    except those a retraction names. The users' retractions always come along, whole:
+    the folds apply them (stride.domain.events.without_retracted).
     """
     by_user: dict[UUID, list[Event]] = {user_id: [] for user_id in user_ids}
     if not by_user:
@@ -163,7 +173,7 @@ def load_events_for_users(
                 "user_ids": list(by_user),
                 # Disjoint lists, so each branch is an index range scan on
                 # (user_id, event_type) and never reads the other's rows.
-                "whole": sorted(set(event_types) - set(daily_event_types)),
+                "whole": sorted({*event_types, RETRACTION_EVENT_TYPE} - set(daily_event_types)),
                 "daily": sorted(set(event_types) & set(daily_event_types)),
             },
             prepare=True,
