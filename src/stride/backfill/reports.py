@@ -468,12 +468,25 @@ class BackfillStatus:
     users_on_older_model_versions: int  # every user, including those created after the trigger
 
 
+# The whole status document is read from one snapshot, so the runbook's reports
+# and the run's verdict never disagree (read one after the other, a job that
+# completes in between would show `processing` in one and complete in the other).
+# No locks: a read-only snapshot.
+SNAPSHOT_READ = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+
+
 def backfill_status(conn: DbConnection, source: str) -> BackfillStatus:
-    return BackfillStatus(
-        reports=runbook_reports(conn, source),
-        run=run_progress(conn, source),
-        users_on_older_model_versions=users_on_old_model(conn),
-    )
+    """The runbook's four reports, the latest run of `source` and stale users, at one instant.
+
+    `conn` must be in autocommit mode (the read opens its own transaction).
+    """
+    with conn.transaction():
+        conn.execute(SNAPSHOT_READ)
+        return BackfillStatus(
+            reports=runbook_reports(conn, source),
+            run=run_progress(conn, source),
+            users_on_older_model_versions=users_on_old_model(conn),
+        )
 
 
 DrainProgress = Callable[[RunProgress], None]
