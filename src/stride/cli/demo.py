@@ -33,7 +33,7 @@ from stride.cli.common import (
     typer_app,
 )
 from stride.demo.population import SeedProgress, SeedSummary, seed_population
-from stride.demo.run import DEMO_SOURCE, DemoSettings, run_demo
+from stride.demo.run import DemoSettings, fresh_demo_source, run_demo
 from stride.storage.migrations import Migration
 
 app = typer_app("Synthetic data for demos, tests and benchmarks.")
@@ -111,8 +111,11 @@ def run_command(
         int, typer.Option("--workers", min=1, help="Worker processes to start.")
     ] = 2,
     source: Annotated[
-        str, typer.Option("--source", help="The backfill's source label.")
-    ] = DEMO_SOURCE,
+        str | None,
+        typer.Option(
+            "--source", help="The backfill's source label (default: a new demo.<UTC time> per run)."
+        ),
+    ] = None,
     serve_api: Annotated[
         bool, typer.Option("--serve/--no-serve", help="Then serve the HTTP API until Ctrl-C.")
     ] = True,
@@ -121,7 +124,9 @@ def run_command(
 ) -> None:
     """The whole story: migrate, seed, backfill through real workers, verification reports,
     then the HTTP API with a curl line that reads a demo user's objective state."""
-    settings = DemoSettings(users=users, seed=seed, workers=workers, source=source)
+    settings = DemoSettings(
+        users=users, seed=seed, workers=workers, source=source or fresh_demo_source()
+    )
     with database_errors():
         url = database(database_url).url
         result = run_demo(url, settings, _ConsoleObserver(settings))
