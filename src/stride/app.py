@@ -2,24 +2,28 @@
 
 `build_registry()` is what `stride worker` runs: projection.update jobs go to
 the coalescing projection handler, inference.objective_backfill jobs to the
-fan-out controller.
+fan-out controller. `refresh_projections_now` is the operator's repair
+(`stride projections refresh`): the same refresh under the same user locks.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
 from stride.backfill import BACKFILL_JOB_TYPE, PROJECTION_UPDATE_JOB_TYPE
 from stride.backfill.fanout import run_fan_out
 from stride.domain.events import RETRACTION_EVENT_TYPE
-from stride.projection_refresh import refresh_users, resolve_retracted_types
+from stride.projection_refresh import RefreshSummary, refresh_users, resolve_retracted_types
+from stride.projections.registry import HANDLERS
 from stride.queue.handlers import BatchContext, HandlerRegistry, JobContext, PermanentJobError
 from stride.queue.jobs import ClaimedJob
-from stride.storage.connection import connect
+from stride.queue.user_locks import lock_users
+from stride.storage.connection import DbConnection, connect
 from stride.storage.projection_store import existing_user_ids
 
 log = logging.getLogger(__name__)
@@ -96,6 +100,46 @@ def handle_objective_backfill(ctx: JobContext) -> None:
         summary.jobs_enqueued,
         " (cancelled)" if summary.cancelled else "",
     )
+
+
+# Every event type some projection handler reads: naming them all re-runs every handler.
+EVERY_TRIGGER_TYPE = frozenset(t for handler in HANDLERS for t in handler.event_types)
+
+
+class UnknownUsersError(LookupError):
+    """`refresh_projections_now` was given ids of users that do not exist."""
+
+    def __init__(self, user_ids: Sequence[UUID]) -> None:
+        super().__init__("no such user: " + ", ".join(str(u) for u in user_ids))
+        self.user_ids = list(user_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshOutcome:
+    """What an operator's refresh did: the users recomputed and what was written."""
+
+    user_ids: list[UUID]
+    summary: RefreshSummary
+
+
+def refresh_projections_now(
+    conn: DbConnection,
+    user_ids: Sequence[UUID],
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> RefreshOutcome:
+    """Recompute every projection of `user_ids` now, in one transaction, the way the
+    projection.update handler does (refresh_users), holding each user's lock as a
+    worker would so the two never interleave writes. Any unknown id: nothing is written.
+    """
+    wanted = list(dict.fromkeys(user_ids))
+    with conn.transaction():
+        known = existing_user_ids(conn, wanted)
+        unknown = [u for u in wanted if u not in known]
+        if unknown:
+            raise UnknownUsersError(unknown)
+        lock_users(conn, wanted)
+        summary = refresh_users(conn, dict.fromkeys(wanted, EVERY_TRIGGER_TYPE), clock())
+    return RefreshOutcome(wanted, summary)
 
 
 def build_registry() -> HandlerRegistry:
