@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -172,6 +174,16 @@ def _print_demo_end(result: DemoResult) -> None:
             f"backfill of {run.users_total:,} users took {result.backfill_seconds:.1f}s "
             f"({run.users_total / result.backfill_seconds:,.0f} users/s)",
             highlight=False,
+        )
+    bin_dir = Path(sys.executable).parent
+    if shutil.which("stride") is None and (bin_dir / "activate").exists():
+        # `make demo` runs .venv/bin/stride: say how to type `stride` next.
+        console.print(
+            f"the stride command is in {bin_dir}, not on your PATH: "
+            f"`source {bin_dir / 'activate'}` puts it there",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
         )
 
 

@@ -75,20 +75,23 @@ def _runs(worker: WorkerView) -> str:
 
 
 def waiting_lines(report: WorkersReport) -> list[str]:
-    """One line per problem a glance at the queue should reveal, or one line saying none."""
+    """One line per problem a glance at the queue should reveal: nobody to run due jobs,
+    workers gone silent."""
     due = sum(report.due_pending.values())
     if not report.live:
-        if due:
-            return [
-                f"no live workers: {due:,} due job{'s are' if due != 1 else ' is'} waiting for "
-                "nobody; start one with `stride worker`"
-            ]
-        return ["no live workers (and no due jobs waiting)"]
-    lines = [
-        f"no live worker claims {job_type}: {count:,} due job{'s wait' if count != 1 else ' waits'}"
-        " for nobody (the live workers run with --job-types)"
-        for job_type, count in report.unclaimed.items()
-    ]
+        lines = [
+            f"no live workers: {due:,} due job{'s are' if due != 1 else ' is'} waiting for "
+            "nobody; start one with `stride worker`"
+            if due
+            else "no live workers (and no due jobs waiting)"
+        ]
+    else:
+        lines = [
+            f"no live worker claims {job_type}: {count:,} due "
+            f"job{'s wait' if count != 1 else ' waits'} for nobody "
+            "(the live workers run with --job-types)"
+            for job_type, count in report.unclaimed.items()
+        ]
     silent = [w for w in report.workers if not w.live]
     if silent:
         lines.append(
