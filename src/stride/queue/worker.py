@@ -154,9 +154,12 @@ class LeaseKeeper:
     def close(self) -> None:
         """Delete this worker's heartbeat row (a clean stop), then close the connection."""
         with self._conn_lock:
-            if self.presence is not None and self._announced:
-                with contextlib.suppress(DatabaseConfigError, psycopg.Error):
-                    retire_worker(self._connection(), self.presence.worker_id)
+            conn = self._conn
+            # Only on the open connection: a stopping worker never waits to reconnect
+            # just to say goodbye (its row then goes silent and is forgotten later).
+            if self.presence is not None and conn is not None and not conn.closed:
+                with contextlib.suppress(psycopg.Error):
+                    retire_worker(conn, self.presence.worker_id)
             self._close()
 
     def _connection(self) -> DbConnection:
