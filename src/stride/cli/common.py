@@ -376,9 +376,9 @@ def render_table(
         _render_records(title, headers, cells)
         return
     # Text, not str: cells are data, never rich markup (an error reading "[x]" stays whole).
+    # The title on a line of its own: a table's title would wrap to the table's width.
+    console.print(title, style="italic", highlight=False, markup=False, soft_wrap=True)
     table = Table(
-        title=Text(title),
-        title_justify="left",
         box=None,
         pad_edge=False,
         padding=(0, COLUMN_GAP // 2),
@@ -398,7 +398,7 @@ def render_table(
 
 
 def _render_records(title: str, headers: Sequence[str], cells: Sequence[Sequence[str]]) -> None:
-    console.print(title, style="italic", highlight=False, markup=False)
+    console.print(title, style="italic", highlight=False, markup=False, soft_wrap=True)
     pad = max(cell_len(h) for h in headers)
     for index, row in enumerate(cells):
         if index:

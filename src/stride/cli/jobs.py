@@ -78,7 +78,8 @@ def _status_counts(status: QueueStatus, retrying: dict[str, int]) -> dict[str, d
         by_type.setdefault(job_type, {})[job_status] = count
     for job_type, count in retrying.items():
         counts = by_type.setdefault(job_type, {})
-        counts["pending"] = counts.get("pending", 0) - count
+        # Two reads, not one snapshot: never show a negative count if jobs moved between them.
+        counts["pending"] = max(counts.get("pending", 0) - count, 0)
         counts["retrying"] = count
     return by_type
 

@@ -90,10 +90,12 @@ def queue_status(conn: DbConnection, *, dead_limit: int = 10) -> QueueStatus:
 
 # How a job's status is shown: a pending job that already failed an attempt is
 # waiting for its retry (its backoff), which the views call `retrying`. Display
-# only: the stored status stays `pending` (the runbook's SQL counts it so).
+# only: the stored status stays `pending` (the runbook's SQL counts it so). The
+# rule is this one predicate; the statements below are composed from these
+# constants (SQL text only, never values).
+AFTER_A_FAILURE_SQL: Final = "attempt > 0 AND error_message IS NOT NULL"
 SHOWN_STATUS_SQL: Final = (
-    "CASE WHEN status = 'pending' AND attempt > 0 AND error_message IS NOT NULL "
-    "THEN 'retrying' ELSE status END"
+    f"CASE WHEN status = 'pending' AND {AFTER_A_FAILURE_SQL} THEN 'retrying' ELSE status END"
 )
 # Statuses a job can be shown with, in lifecycle order.
 SHOWN_STATUSES: Final = (
@@ -146,8 +148,7 @@ LIST_JOBS_SQL: Final = f"""
 SELECT {_JOB_COLUMNS}
 FROM background_jobs
 WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
-  AND (%(retrying)s::boolean IS NULL
-       OR (attempt > 0 AND error_message IS NOT NULL) = %(retrying)s::boolean)
+  AND (%(retrying)s::boolean IS NULL OR ({AFTER_A_FAILURE_SQL}) = %(retrying)s::boolean)
   AND (%(job_type)s::text IS NULL OR job_type = %(job_type)s::text)
   AND (%(source)s::text IS NULL OR payload ->> 'source' = %(source)s::text)
 ORDER BY id DESC
@@ -161,10 +162,10 @@ WHERE id = %(id)s
 """
 
 # Waiting for a retry, per job type.
-RETRYING_COUNTS_SQL: Final = """
+RETRYING_COUNTS_SQL: Final = f"""
 SELECT job_type, count(*)
 FROM background_jobs
-WHERE status = 'pending' AND attempt > 0 AND error_message IS NOT NULL
+WHERE status = 'pending' AND {AFTER_A_FAILURE_SQL}
 GROUP BY job_type
 ORDER BY job_type
 """
