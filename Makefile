@@ -28,6 +28,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 stop: $(VENV)/.installed
 	$(BIN)/stride db stop

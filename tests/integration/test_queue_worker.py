@@ -14,7 +14,13 @@ import psycopg
 import pytest
 from tests.conftest import wait_until
 
-from stride.queue.handlers import BatchContext, HandlerRegistry, JobContext, PermanentJobError
+from stride.queue.handlers import (
+    BatchContext,
+    HandlerRegistry,
+    JobCancelledError,
+    JobContext,
+    PermanentJobError,
+)
 from stride.queue.jobs import NewJob, RetryPolicy, enqueue, enqueue_many
 from stride.queue.maintenance import MAINTENANCE_LOCK_KEY
 from stride.queue.user_locks import USER_LOCK_NAMESPACE, user_lock_key
@@ -182,6 +188,51 @@ def test_batch_handler_defers_jobs_without_spending_attempts(database_url: str, 
         "WHERE status = 'pending'"
     ).fetchall()
     assert set(rows) == {(0, True)}
+
+
+def test_a_single_job_runs_as_steps_deferring_itself_between_them(
+    database_url: str, effects: Conn
+) -> None:
+    """Each step's writes commit with the deferral; other jobs run between the steps."""
+    order: list[str] = []
+    registry = HandlerRegistry()
+
+    def stepwise(ctx: JobContext) -> None:
+        done = effects.execute(
+            "SELECT count(*) FROM effects WHERE job_id = %s", (ctx.job.id,)
+        ).fetchone()
+        step = int(done[0]) if done else 0
+        order.append(f"step {step}")
+        ctx.conn.execute("INSERT INTO effects VALUES (%s, %s)", (ctx.job.id, f"step {step}"))
+        if step < 2:
+            ctx.defer(0)
+
+    def other(ctx: JobContext) -> None:
+        order.append("other")
+
+    registry.register("stepwise", stepwise)
+    registry.register("other", other)
+    long_job = enqueue(effects, NewJob("stepwise", {})).job_id
+    enqueue(effects, NewJob("other", {}, priority=1))
+    # One claim at a time: the other job, enqueued later but of higher priority, runs
+    # before the long job's first step; the long job takes three runs, no attempt spent.
+    Worker(database_url, registry, batch_size=1).run(once=True)
+    assert order == ["other", "step 0", "step 1", "step 2"]
+    assert job_row(effects, long_job) == ("completed", 1, None)
+
+
+def test_a_job_that_finds_its_work_cancelled_ends_cancelled(database_url: str, conn: Conn) -> None:
+    registry = HandlerRegistry()
+
+    def handle(ctx: JobContext) -> None:
+        ctx.conn.execute("CREATE TABLE never_committed (x int)")
+        raise JobCancelledError("the run it belongs to was cancelled")
+
+    registry.register("c", handle)
+    job_id = enqueue(conn, NewJob("c", {}, max_retries=5)).job_id
+    Worker(database_url, registry, retry_policy=FAST_RETRY).run(once=True)
+    assert job_row(conn, job_id) == ("cancelled", 1, "the run it belongs to was cancelled")
+    assert conn.execute("SELECT to_regclass('never_committed')").fetchone() == (None,)
 
 
 def test_projection_work_for_one_user_never_runs_concurrently(

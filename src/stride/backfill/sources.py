@@ -29,7 +29,8 @@ class UnknownSource:
         rest = f" and {more:,} more" if more > 0 else ""
         return (
             f"no backfill was ever triggered for source {self.source!r}; "
-            f"sources with runs, newest first: {listed}{rest} (pass one with --source)"
+            f"sources with runs, newest first: {listed}{rest} (pass one with --source; "
+            "`stride backfill history` lists every run)"
         )
 
 

@@ -35,7 +35,7 @@ from stride.cli.common import (
     typer_app,
 )
 from stride.demo.population import SeedProgress, SeedSummary, seed_population
-from stride.demo.run import DEMO_SOURCE, DemoResult, DemoSettings, run_demo
+from stride.demo.run import DemoResult, DemoSettings, fresh_demo_source, run_demo
 from stride.storage.migrations import Migration
 
 app = typer_app("Synthetic data for demos, tests and benchmarks.")
@@ -123,8 +123,13 @@ def run_command(
         int, typer.Option("--workers", metavar="N", min=1, help="Worker processes to start.")
     ] = 2,
     source: Annotated[
-        str, typer.Option("--source", metavar="LABEL", help="The backfill's source label.")
-    ] = DEMO_SOURCE,
+        str | None,
+        typer.Option(
+            "--source",
+            metavar="LABEL",
+            help="The backfill's source label (default: a new demo.<UTC time> per run).",
+        ),
+    ] = None,
     serve_api: Annotated[
         bool, typer.Option("--serve/--no-serve", help="Then serve the HTTP API until Ctrl-C.")
     ] = True,
@@ -140,7 +145,9 @@ def run_command(
     objective state (--no-serve skips it). With --json, the result is one JSON
     document on stdout (and the curl line goes to stderr).
     """
-    settings = DemoSettings(users=users, seed=seed, workers=workers, source=source)
+    settings = DemoSettings(
+        users=users, seed=seed, workers=workers, source=source or fresh_demo_source()
+    )
     observer: _ConsoleObserver | _JsonObserver = (
         _JsonObserver() if as_json else _ConsoleObserver(settings)
     )

@@ -24,13 +24,13 @@ from stride.cli.common import (
     typer_app,
     usage_error,
 )
-from stride.projections.registry import HANDLERS
+from stride.projections.registry import READ_MODELS
 from stride.storage.projection_store import read_projections
 
 app = typer_app("Read a user's projections, or recompute them now.")
 
-# The projection types stored, by the handlers that write them.
-PROJECTION_TYPES = tuple(sorted({ptype for h in HANDLERS for ptype, _key, _v in h.outputs}))
+# The projection types stored, by the read models that write them.
+PROJECTION_TYPES = tuple(sorted({ptype for m in READ_MODELS for ptype, _key, _v in m.outputs}))
 
 
 def _user_id(value: str) -> UUID:

@@ -30,6 +30,7 @@ from stride.queue import metrics
 from stride.queue.handlers import (
     BatchContext,
     HandlerRegistry,
+    JobCancelledError,
     JobContext,
     PermanentJobError,
     Registration,
@@ -41,6 +42,7 @@ from stride.queue.jobs import (
     complete_many,
     defer_many,
     fail,
+    mark_cancelled,
     mark_dead,
     mark_failed,
     release,
@@ -358,8 +360,9 @@ class Runner:
                 registration.handler(batch)
                 return batch.deferred
             [job] = jobs
-            registration.handler(JobContext(self.conn, job, s.worker_id, s.database_url, heartbeat))
-            return {}
+            context = JobContext(self.conn, job, s.worker_id, s.database_url, heartbeat)
+            registration.handler(context)
+            return {} if context.deferred is None else {job.id: context.deferred}
 
     def _lock_users(self, jobs: list[ClaimedJob]) -> tuple[list[ClaimedJob], set[int]]:
         """Split jobs into those whose user lock we won (or that have no user) and the busy rest."""
@@ -390,10 +393,13 @@ class Runner:
             self._run_unit(registration, [job])
 
     def _settle_failure(self, job: ClaimedJob, exc: Exception, duration_s: float) -> None:
-        """Record why one job's transaction failed: lost lease, permanent failure, or a retry."""
+        """Why one job's transaction failed: lost lease, cancelled, permanent failure, retry."""
         assert self.conn is not None
         if isinstance(exc, LeaseLostError):
             outcome = "lost"
+        elif isinstance(exc, JobCancelledError):
+            logger.info("job_cancelled job_type=%s job_id=%d: %s", job.job_type, job.id, exc)
+            outcome = "cancelled" if mark_cancelled(self.conn, job, str(exc)) else "lost"
         elif isinstance(exc, PermanentJobError):
             logger.warning(
                 "job_failed_permanently job_type=%s job_id=%d attempt=%d error=%s",
