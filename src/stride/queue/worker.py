@@ -5,7 +5,8 @@ Threads, each with its own connection:
 - the listener waits on LISTEN NOTIFY_CHANNEL and wakes idle runners (polling
   every `poll_interval` is the fallback, so a lost notification only costs
   latency);
-- the lease keeper extends the leases of every job in hand;
+- the lease keeper extends the leases of every job in hand and keeps this
+  worker's heartbeat row fresh (heartbeats.py, read by `stride workers`);
 - the maintenance thread campaigns for maintenance leadership and, while this
   worker leads, reclaims expired leases and prunes old jobs (maintenance.py).
 SIGTERM/SIGINT stop claiming; a lost connection is re-opened. Every
@@ -33,6 +34,12 @@ import psycopg
 from psycopg import sql
 
 from stride.queue.handlers import HandlerRegistry
+from stride.queue.heartbeats import (
+    WorkerPresence,
+    forget_silent_workers,
+    record_heartbeat,
+    retire_worker,
+)
 from stride.queue.jobs import (
     DEFAULT_RETRY_POLICY,
     NOTIFY_ANY_TYPE,
@@ -82,6 +89,9 @@ class LeaseKeeper:
         self._held: dict[int, ClaimedJob] = {}
         self._conn_lock = threading.Lock()
         self._conn: DbConnection | None = None
+        # Set by the worker: each beat also says the worker is alive (heartbeats.py).
+        self.presence: WorkerPresence | None = None
+        self._announced = False
 
     def hold(self, jobs: Sequence[ClaimedJob]) -> None:
         with self._held_lock:
@@ -94,11 +104,35 @@ class LeaseKeeper:
                 self._held.pop(job.id, None)
 
     def beat(self) -> None:
-        """Extend the lease of every job held."""
+        """Extend the lease of every job held, and say this worker is alive."""
         with self._held_lock:
             held = list(self._held.values())
         if held:
             self.extend(held)
+        self.announce()
+
+    def announce(self) -> None:
+        """Refresh this worker's heartbeat row (the first one also clears long-silent rows)."""
+        if self.presence is None:
+            return
+        with self._conn_lock:
+            try:
+                conn = self._connection()
+                if not self._announced:
+                    forget_silent_workers(conn)
+                record_heartbeat(conn, self.presence)
+                self._announced = True
+            except psycopg.errors.UndefinedTable:
+                logger.warning(
+                    "worker_heartbeats is missing (run `stride db migrate`): "
+                    "`stride workers` will not list this worker"
+                )
+                self.presence = None
+            except (DatabaseConfigError, psycopg.OperationalError) as exc:
+                logger.warning("worker heartbeat failed error=%r", exc)
+                self._close()
+            except psycopg.Error as exc:
+                logger.warning("worker heartbeat failed error=%r", exc)
 
     def heartbeat(self, jobs: Sequence[ClaimedJob]) -> bool:
         """Extend leases of `jobs` now; False when any of them is known to be lost."""
@@ -134,7 +168,14 @@ class LeaseKeeper:
         return kept
 
     def close(self) -> None:
+        """Delete this worker's heartbeat row (a clean stop), then close the connection."""
         with self._conn_lock:
+            conn = self._conn
+            # Only on the open connection: a stopping worker never waits to reconnect
+            # just to say goodbye (its row then goes silent and is forgotten later).
+            if self.presence is not None and conn is not None and not conn.closed:
+                with contextlib.suppress(psycopg.Error):
+                    retire_worker(conn, self.presence.worker_id)
             self._close()
 
     def _connection(self) -> DbConnection:
@@ -287,6 +328,12 @@ class Worker:
             name=self.worker_id,
         )
         self._crash: Exception | None = None
+        self.leases.presence = WorkerPresence.of_this_process(
+            self.worker_id,
+            concurrency=concurrency,
+            job_types=self.job_types,
+            lease_seconds=lease_seconds,
+        )
 
     @property
     def job_types(self) -> list[str] | None:
@@ -381,6 +428,7 @@ class Worker:
 
     def _run_keeper(self, stop: threading.Event) -> None:
         beat_every = max(self.lease_seconds / 3, 0.05)
+        self.leases.announce()  # listed by `stride workers` from the start
         while not stop.wait(beat_every):
             self.leases.beat()
 
