@@ -1,20 +1,23 @@
 """The composition root: every job type the product runs, and its handler.
 
-`product_jobs()` below is the whole list; `build_registry()` hands it to the queue, and is
+`JOBS` below is the whole list; `build_registry()` hands it to the queue, and is
 what `stride worker` runs. The handlers here only translate a job's payload and
-call one service: the read models (stride.readmodels) or the backfill's fan-out
-(stride.backfill.fanout).
+call one service: the read models (stride.readmodels) or one step of the
+backfill's fan-out (stride.backfill.fanout). `refresh_projections_now` is the
+operator's repair (`stride projections refresh`): the read models' refresh
+under the queue's per-user locks, as a projection.update job runs it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Final
 from uuid import UUID
 
-from stride.backfill.fanout import run_fan_out
+from stride.backfill.fanout import RunNotFoundError, fan_out_step
 from stride.domain.job_types import BACKFILL_JOB_TYPE, PROJECTION_UPDATE_JOB_TYPE
 from stride.projections.registry import READ_MODELS, ReadModel
 from stride.queue import metrics as queue_metrics
@@ -22,14 +25,22 @@ from stride.queue.handlers import (
     BatchContext,
     BatchHandler,
     HandlerRegistry,
+    JobCancelledError,
     JobContext,
     PermanentJobError,
     SingleHandler,
 )
 from stride.queue.jobs import ClaimedJob
-from stride.readmodels.refresh import EventChange, refresh_for_events
+from stride.queue.user_locks import lock_users
+from stride.readmodels.refresh import (
+    EventChange,
+    RefreshSummary,
+    refresh_for_events,
+    refresh_users,
+)
 from stride.readmodels.revisions import REVISIONS_FIELD, revisions_lacking, running_revisions
-from stride.storage.connection import connect
+from stride.storage.connection import DbConnection
+from stride.storage.projection_store import existing_user_ids
 
 log = logging.getLogger(__name__)
 
@@ -144,16 +155,19 @@ def make_projection_update_handler(
 
 
 def handle_objective_backfill(ctx: JobContext) -> None:
-    """Fan out the run's snapshot; chunks commit on a connection of their own."""
-    with connect(ctx.database_url, autocommit=True, application_name="stride-backfill") as conn:
-        summary = run_fan_out(conn, ctx.job.id, heartbeat=ctx.heartbeat)
-    log.info(
-        "backfill %s fan-out finished: %d users, %d jobs%s",
-        ctx.job.id,
-        summary.users,
-        summary.jobs_enqueued,
-        " (cancelled)" if summary.cancelled else "",
-    )
+    """One step of the run's fan-out; the job defers itself until the next step is due.
+
+    The step commits with the job's deferral (or, after the last chunk, its
+    completion), so the controller holds a runner for one chunk at a time.
+    """
+    try:
+        step = fan_out_step(ctx.conn, ctx.job.id)
+    except RunNotFoundError as exc:
+        raise JobPayloadError(str(exc)) from None
+    if step.cancelled:
+        raise JobCancelledError(f"backfill run {ctx.job.id} was cancelled by an operator")
+    if not step.done:
+        ctx.defer(step.next_step_in)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,28 +189,78 @@ class SingleJob:
 def product_jobs(
     read_models: Collection[ReadModel] = READ_MODELS, outdated_delay: float = OUTDATED_JOB_DELAY
 ) -> dict[str, BatchJob | SingleJob]:
-    """Every job type the product runs: its handler and how the queue runs it."""
+    """Every job type the product runs: its handler and how the queue runs it.
+
+    `read_models` replaces the registry's logic (tests run an older and a newer
+    revision side by side, as a rolling deploy does).
+    """
     return {
         # Organic (enqueued by the events trigger, migration 0002) and backfill fan-out.
         PROJECTION_UPDATE_JOB_TYPE: BatchJob(
             make_projection_update_handler(read_models=read_models, outdated_delay=outdated_delay),
             serialize_by_user=True,
         ),
-        # One controller per backfill run (stride.backfill.trigger).
+        # One controller per backfill run (stride.backfill.trigger), run one chunk at a time.
         BACKFILL_JOB_TYPE: SingleJob(handle_objective_backfill),
     }
+
+
+# Every job type the product runs, with the registry's read models.
+JOBS: Final[dict[str, BatchJob | SingleJob]] = product_jobs()
+
+
+# Every event type some read model reads: naming them all re-runs every read model.
+EVERY_TRIGGER_TYPE = frozenset(t for model in READ_MODELS for t in model.event_types)
+
+
+class UnknownUsersError(LookupError):
+    """`refresh_projections_now` was given ids of users that do not exist."""
+
+    def __init__(self, user_ids: Sequence[UUID]) -> None:
+        super().__init__("no such user: " + ", ".join(str(u) for u in user_ids))
+        self.user_ids = list(user_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshOutcome:
+    """What an operator's refresh did: the users recomputed and what was written."""
+
+    user_ids: list[UUID]
+    summary: RefreshSummary
+
+
+def refresh_projections_now(
+    conn: DbConnection,
+    user_ids: Sequence[UUID],
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> RefreshOutcome:
+    """Recompute every projection of `user_ids` now, in one transaction, the way the
+    projection.update handler does (refresh_users), holding each user's lock as a
+    worker would so the two never interleave writes. Any unknown id: nothing is written.
+    """
+    wanted = list(dict.fromkeys(user_ids))
+    with conn.transaction():
+        known = existing_user_ids(conn, wanted)
+        unknown = [u for u in wanted if u not in known]
+        if unknown:
+            raise UnknownUsersError(unknown)
+        lock_users(conn, wanted)
+        summary = refresh_users(conn, dict.fromkeys(wanted, EVERY_TRIGGER_TYPE), clock())
+    return RefreshOutcome(wanted, summary)
 
 
 def build_registry(
     read_models: Collection[ReadModel] = READ_MODELS, outdated_delay: float = OUTDATED_JOB_DELAY
 ) -> HandlerRegistry:
-    """The queue's registry of the product's job handlers, from `product_jobs()`.
-
-    `read_models` replaces the registry's logic (tests run an older and a newer
-    revision side by side, as a rolling deploy does).
-    """
+    """The queue's registry of the product's job handlers: `JOBS`, or `product_jobs()` of
+    other read models (tests run an older and a newer revision side by side)."""
     registry = HandlerRegistry()
-    for job_type, job in product_jobs(read_models, outdated_delay).items():
+    jobs = (
+        JOBS
+        if read_models is READ_MODELS and outdated_delay == OUTDATED_JOB_DELAY
+        else product_jobs(read_models, outdated_delay)
+    )
+    for job_type, job in jobs.items():
         if isinstance(job, BatchJob):
             registry.register_batch(job_type, job.handler, serialize_by_user=job.serialize_by_user)
         else:

@@ -24,8 +24,8 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from stride.api.tokens import MintedToken, mint_token
 from stride.backfill.control import CancelResult, cancel_backfill
-from stride.backfill.reports import Report, RunProgress, run_progress, runbook_reports
-from stride.backfill.reports import users_on_old_model as _users_on_old_model
+from stride.backfill.reports import BackfillStatus, Report, RunProgress
+from stride.backfill.reports import backfill_status as read_backfill_status
 from stride.backfill.trigger import BackfillInputError, TriggerResult, trigger_backfill
 from stride.backfill.verify import Drift, VerifyResult, verify_sample
 from stride.domain.events import OBJECTIVE_EVENT_TYPES, RETRACTION_EVENT_TYPE
@@ -224,26 +224,13 @@ async def schema_problems(db: Database) -> list[str]:
 # --- operator actions (the CLI's functions) --------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class BackfillStatus:
-    reports: list[Report]
-    run: RunProgress | None
-    users_on_older_model_versions: int
-
-
 async def trigger(db: Database, source: str, max_rate: float | None) -> TriggerResult:
     return await db.run_sync(lambda conn: trigger_backfill(conn, source, max_rate=max_rate))
 
 
 async def backfill_status(db: Database, source: str) -> BackfillStatus:
     """What `stride backfill status --json` prints: the four runbook reports and the run."""
-
-    def read(conn: DbConnection) -> BackfillStatus:
-        return BackfillStatus(
-            runbook_reports(conn, source), run_progress(conn, source), _users_on_old_model(conn)
-        )
-
-    return await db.run_sync(read)
+    return await db.run_sync(lambda conn: read_backfill_status(conn, source))
 
 
 async def cancel(db: Database, source: str) -> CancelResult:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg.types.json import Jsonb
 
+from stride.backfill import CONTROLLER_PRIORITY
 from stride.domain.events import OBJECTIVE_EVENT_TYPES
 from stride.domain.job_types import BACKFILL_JOB_TYPE
 from stride.projections.registry import READ_MODELS, ReadModel, outputs_of
@@ -46,6 +47,8 @@ WHERE EXISTS (
 )
 """
 
+RUN_USERS = "SELECT users_total FROM backfill_runs WHERE job_id = %(job_id)s"
+
 CREATE_RUN = """
 INSERT INTO backfill_runs (job_id, source, snapshot_id, users_total, max_rate, revisions)
 VALUES (%(job_id)s, %(source)s, %(snapshot_id)s, %(users_total)s, %(max_rate)s, %(revisions)s)
@@ -66,12 +69,21 @@ class TriggerResult:
     def describe(self) -> str:
         if self.outcome == "enqueued":
             stale = " stale" if self.only_stale else ""
-            return f"enqueued {self.job_id} ({self.users}{stale} users snapshotted)"
+            return f"enqueued job {self.job_id} ({self.users:,}{stale} users snapshotted)"
         if self.outcome == "in_flight":
             return f"already in flight ({self.job_id})"
         if self.only_stale:
             return "no stale users found: every user is on the running revisions"
         return "no users found"
+
+    def as_dict(self) -> dict[str, Any]:
+        """`users`: the snapshot of the run enqueued, or of the run already in flight."""
+        return {
+            "outcome": self.outcome,
+            "job_id": self.job_id,
+            "users": self.users,
+            "message": self.describe(),
+        }
 
 
 def controller_dedup_key(source: str) -> str:
@@ -113,10 +125,29 @@ def controller_payload(
     return payload
 
 
+# A label names a run in logs, dedup keys and the runbook's queries: a sane
+# length keeps every key built from it far below PostgreSQL's index row limit.
+SOURCE_MAX_LENGTH = 200
+
+
 def validate_source(source: str) -> str:
-    """The source is free text, but not empty or blank."""
+    """A source label: 1 to SOURCE_MAX_LENGTH printable characters on one line, not blank.
+
+    Printable (str.isprintable) rules out control characters, line breaks,
+    tabs and the lone surrogates that undecodable bytes on a command line
+    turn into; spaces and any script are fine.
+    """
     if not source.strip():
         raise BackfillInputError("--source must not be empty or blank")
+    if len(source) > SOURCE_MAX_LENGTH:
+        raise BackfillInputError(
+            f"--source must be at most {SOURCE_MAX_LENGTH} characters (got {len(source)})"
+        )
+    if not source.isprintable():
+        raise BackfillInputError(
+            "--source must be printable text on one line "
+            "(no control characters, line breaks or undecodable bytes)"
+        )
     return source
 
 
@@ -164,7 +195,7 @@ def trigger_backfill(
     # flight; the unique index, not this look, is what guarantees one job.
     in_flight = find_in_flight(conn, dedup_key)
     if in_flight is not None:
-        return TriggerResult("in_flight", in_flight)
+        return _in_flight(conn, in_flight)
     snapshot_id = uuid.uuid4()
     revisions = running_revisions(read_models)
     with conn.transaction() as tx:
@@ -184,6 +215,7 @@ def trigger_backfill(
                     revisions=revisions,
                 ),
                 dedup_key=dedup_key,
+                priority=CONTROLLER_PRIORITY,
                 max_retries=20,
             ),
         )
@@ -201,5 +233,11 @@ def trigger_backfill(
             },
         )
     if not result.inserted:
-        return TriggerResult("in_flight", result.job_id)
+        return _in_flight(conn, result.job_id)
     return TriggerResult("enqueued", result.job_id, users, only_stale)
+
+
+def _in_flight(conn: DbConnection, job_id: int) -> TriggerResult:
+    """The run already in flight, with its snapshot's size."""
+    row = conn.execute(RUN_USERS, {"job_id": job_id}).fetchone()
+    return TriggerResult("in_flight", job_id, int(row[0]) if row else 0)

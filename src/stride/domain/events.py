@@ -52,6 +52,9 @@ class Event:
     """One stored event as the folds see it.
 
     `data` is whatever JSON object was stored: the folds must tolerate any shape.
+    `unreadable` says why a stored event could not be read back (a row stored
+    before validation refused such values): the folds skip it, and the read
+    models record it in their `data_quality` instead of failing the user.
     """
 
     id: UUID
@@ -59,6 +62,7 @@ class Event:
     event_type: str
     timestamp: datetime
     data: Mapping[str, Any] = field(default_factory=dict)
+    unreadable: str | None = None
 
     @property
     def order_key(self) -> tuple[datetime, UUID]:

@@ -125,12 +125,34 @@ def outputs_of(read_models: Iterable[ReadModel] = READ_MODELS) -> tuple[ReadMode
     return tuple(output for read_model in read_models for output in read_model.outputs)
 
 
+# At most this many unreadable events are listed per projection (all are counted).
+UNREADABLE_LISTED: Final = 20
+
+
 def fold_user(events: Sequence[Event], now: datetime, read_models: Iterable[ReadModel]) -> Outputs:
-    """Every output of `read_models` for one user's events; two may not share a row."""
+    """Every output of `read_models` for one user's events; two may not share a row.
+
+    Events the loader could not read back are left out of the folds and listed
+    in each output's `data_quality.unreadable_events`: one bad row never costs
+    the user their projections.
+    """
+    readable = [e for e in events if e.unreadable is None]
+    unreadable = sorted((e for e in events if e.unreadable is not None), key=lambda e: e.id)
     outputs: Outputs = {}
     for read_model in read_models:
-        for row, data in read_model.fold(events, now).items():
+        for row, data in read_model.fold(readable, now).items():
             if row in outputs:
                 raise ValueError(f"projection {row} is written by more than one read model")
-            outputs[row] = data
+            outputs[row] = _with_unreadable(data, unreadable) if unreadable else data
     return outputs
+
+
+def _with_unreadable(data: dict[str, Any], unreadable: Sequence[Event]) -> dict[str, Any]:
+    quality = data.get("data_quality")
+    quality = dict(quality) if isinstance(quality, Mapping) else {}
+    quality["unreadable_events_count"] = len(unreadable)
+    quality["unreadable_events"] = [
+        {"event_id": str(e.id), "event_type": e.event_type, "reason": e.unreadable}
+        for e in unreadable[:UNREADABLE_LISTED]
+    ]
+    return {**data, "data_quality": quality}

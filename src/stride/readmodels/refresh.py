@@ -167,8 +167,16 @@ def refresh_users(
     events_folded = 0
     for user_id, models in per_user.items():
         events = events_by_user[user_id]
-        events_folded += len(events)
-        last_event_id = max(events, key=lambda e: e.order_key).id if events else None
+        readable = [e for e in events if e.unreadable is None]
+        if len(readable) != len(events):
+            log.warning(
+                "user %s: %d stored event(s) could not be read back and were skipped "
+                "(listed in data_quality.unreadable_events)",
+                user_id,
+                len(events) - len(readable),
+            )
+        events_folded += len(readable)
+        last_event_id = max(readable, key=lambda e: e.order_key).id if readable else None
         outputs = fold_user(events, now, models)
         declared = {output.row: output for m in models for output in m.outputs}
         writes.extend(
