@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 from uuid import UUID, uuid4
 
 from stride.backfill.preview import (
     ADVISORY,
+    BULK_GC_THRESHOLDS,
     NONE,
     STATE,
     PreviewTally,
     StoredRow,
     changed_fields,
+    relaxed_gc,
 )
 from stride.projections.registry import READ_MODELS
 
@@ -117,3 +120,11 @@ def test_changed_fields_compare_json_as_stored() -> None:
     assert changed_fields({"a": [1, 2], "b": 1.5}, {"a": (1, 2), "b": 1.5}) == []
     assert changed_fields({"a": 1}, {"a": 1, "c": None}) == ["c"]
     assert changed_fields({"generated_at": "x", "a": 1}, {"generated_at": "y", "a": 2}) == ["a"]
+
+
+def test_relaxed_gc_restores_the_collector_settings() -> None:
+    before = gc.get_threshold()
+    with relaxed_gc():
+        assert gc.get_threshold() == BULK_GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0

@@ -20,6 +20,7 @@ process: helper threads read the next batches while the folds run on this one.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections import Counter, deque
@@ -439,6 +440,33 @@ def compare_batch(
     recomputed = fold_users(batch.events, clocks, read_models)
     for user_id in batch.user_ids:
         tally.add_user(user_id, batch.stored[user_id], recomputed[user_id])
+
+
+# The cyclic garbage collector's thresholds while a preview runs in a process of
+# its own (relaxed_gc). A batch allocates tens of thousands of containers
+# (events, their data, stored documents) and none of them form cycles, yet with
+# the default thresholds (700, 10, 10) the collector ran so often that it took
+# about half the CPU of a preview (measured on 10,000 demo users: 7-9 s of CPU
+# with the defaults, 4 s with these and gc.freeze()).
+BULK_GC_THRESHOLDS: Final = (50_000, 50, 100)
+
+
+@contextmanager
+def relaxed_gc() -> Iterator[None]:
+    """Collect garbage rarely while a bulk read runs; for a short-lived process of its own.
+
+    The objects alive at the start (modules, the registry) are frozen out of
+    every collection, and the thresholds raised; both are restored on exit.
+    Process-wide settings: a server must not wrap a request in this.
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(*BULK_GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def preview_users(

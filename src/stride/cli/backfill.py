@@ -27,6 +27,7 @@ from stride.backfill.preview import (
     DEFAULT_SAMPLE,
     PreviewResult,
     preview_users,
+    relaxed_gc,
     save_preview,
 )
 from stride.backfill.preview import Progress as PreviewProgress
@@ -668,7 +669,8 @@ def preview(
         usage_error("--sample and --all are mutually exclusive")
     with database_errors():
         target = database(database_url)
-        with preview_bar(quiet=as_json) as show:
+        # This process does nothing but the preview: relax the garbage collector.
+        with preview_bar(quiet=as_json) as show, relaxed_gc():
             result = preview_users(
                 target.url,
                 sample=None if all_users else (sample or DEFAULT_SAMPLE),
