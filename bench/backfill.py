@@ -1,19 +1,29 @@
 """Benchmark: the objective foundation backfill, trigger to 100% coverage.
 
-    python bench/backfill.py --users 10000 --users 100000 [--workers 2]
+    python bench/backfill.py --users 10000 --users 100000 [--workers 2] [--runs N]
 
 For each N: a scratch database on the server is seeded with the deterministic
 demo population (reused between runs when it already holds exactly that seed),
 real `stride worker` processes are started, the backfill is triggered, and
 while it runs an organic probe appends events one at a time and times how long
 each takes to reach both projections. Reported: seconds to full coverage,
-users/s, jobs/s, peak worker RSS, and organic p50/p99 latency.
+users/s, jobs/s, peak worker RSS, worker and PostgreSQL CPU, organic p50/p99
+latency, and what the server did meanwhile (checkpoints, buffers written by
+backends, autovacuum/autoanalyze runs on the benchmark database) — the usual
+suspects when one run is much slower than the others. With `--runs N` each run
+is printed and then the median of every figure, with each run's time to full
+coverage as a ratio of that median.
+
+`--db-tag TAG` gives the scratch database a name of its own (cloned from the
+untagged one when that exists): for A/B runs of two branches whose migrations
+differ, so that one branch's indexes never slow down or speed up the other's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -27,12 +37,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.harness import (
     DEFAULT_SERVER,
     LatencyProbe,
+    clone_database,
     create_database,
     database_exists,
     median,
     percentile,
     postgres_cpu_seconds,
     sample_user_ids,
+    server_activity,
     with_dbname,
     worker_fleet,
 )
@@ -42,10 +54,13 @@ from stride.demo.population import seed_population
 from stride.storage.migrations import migrate
 
 
-def prepared_database(server: str, users: int, seed: int, reuse: bool) -> str:
+def prepared_database(server: str, users: int, seed: int, reuse: bool, tag: str = "") -> str:
     """A database holding the seeded population (and no queue or projection state)."""
-    name = f"stride_bench_backfill_{users}_{seed}"
+    base = f"stride_bench_backfill_{users}_{seed}"
+    name = f"{base}_{tag}" if tag else base
     url = with_dbname(server, name)
+    if tag and reuse and not database_exists(server, name) and database_exists(server, base):
+        clone_database(server, base, name)
     if reuse and database_exists(server, name):
         with psycopg.connect(url, autocommit=True) as conn:
             count = conn.execute("SELECT count(*) FROM users").fetchone()
@@ -91,6 +106,7 @@ def run_once(url: str, users: int, workers: int, worker_args: list[str]) -> dict
         probe_thread = threading.Thread(target=probe.run, daemon=True)
         worker_cpu_before = sum(fleet.cpu_seconds.values())
         postgres_cpu_before = postgres_cpu_seconds()
+        activity_before = server_activity(url)
         started = time.perf_counter()
         with psycopg.connect(url, autocommit=True) as conn:
             trigger = trigger_backfill(conn, source)
@@ -100,6 +116,7 @@ def run_once(url: str, users: int, workers: int, worker_args: list[str]) -> dict
                 time.sleep(0.1)
             elapsed = time.perf_counter() - started
             postgres_cpu = postgres_cpu_seconds() - postgres_cpu_before
+            activity_after = server_activity(url)
             time.sleep(0.3)  # one more RSS/CPU sample of the workers
             worker_cpu = sum(fleet.cpu_seconds.values()) - worker_cpu_before
             progress = run_progress(conn, source)
@@ -125,6 +142,11 @@ def run_once(url: str, users: int, workers: int, worker_args: list[str]) -> dict
         "organic_p50_ms": round(median(probe.samples) * 1000, 1),
         "organic_p99_ms": round(percentile(probe.samples, 99) * 1000, 1),
         "complete": progress.complete,
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        **{
+            f"server_{key}": activity_after[key] - activity_before[key]
+            for key in sorted(activity_after)
+        },
     }
 
 
@@ -136,19 +158,44 @@ def main() -> None:
     parser.add_argument("--server", default=DEFAULT_SERVER, help="admin URL of the server")
     parser.add_argument("--no-reuse", action="store_true", help="always reseed")
     parser.add_argument("--worker-arg", action="append", default=[], help="extra worker flag")
+    parser.add_argument("--runs", type=int, default=1, help="runs per population size")
+    parser.add_argument("--db-tag", default="", help="suffix of the scratch database's name")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results = []
     for users in args.users or [10_000]:
         print(f"backfill benchmark: {users:,} users, {args.workers} workers", flush=True)
-        url = prepared_database(args.server, users, args.seed, reuse=not args.no_reuse)
-        result = run_once(url, users, args.workers, args.worker_arg)
-        results.append(result)
-        if not args.json:
-            for key, value in result.items():
-                print(f"  {key:26} {value}")
+        runs = []
+        for run in range(1, args.runs + 1):
+            # Every run starts from the same state: no jobs, projections or snapshots.
+            url = prepared_database(
+                args.server, users, args.seed, reuse=not args.no_reuse, tag=args.db_tag
+            )
+            result = run_once(url, users, args.workers, args.worker_arg)
+            runs.append(result)
+            results.append(result)
+            if not args.json:
+                print(f"  run {run} of {args.runs}", flush=True)
+                for key, value in result.items():
+                    print(f"    {key:30} {value}", flush=True)
+        if args.runs > 1 and not args.json:
+            print_summary(runs)
     if args.json:
         print(json.dumps(results, indent=2))
+
+
+def print_summary(runs: list[dict[str, Any]]) -> None:
+    """The median of every numeric figure, and each run's time as a ratio of the median."""
+    print(f"  median of {len(runs)} runs", flush=True)
+    for key, value in runs[0].items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            print(f"    {key:30} {round(median([r[key] for r in runs]), 2)}")
+    seconds = [r["seconds_to_full_coverage"] for r in runs]
+    middle = median(seconds)
+    ratios = " ".join(f"{s / middle:.2f}" for s in seconds)
+    print(f"  seconds to full coverage, run by run: {' '.join(str(s) for s in seconds)}")
+    print(f"  as a ratio of their median {middle:.2f}: {ratios}")
+    print(f"  all within 20% of the median: {all(abs(s / middle - 1) <= 0.2 for s in seconds)}")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,40 @@ def create_database(server_url: str, name: str, *, replace: bool = True) -> str:
     return url
 
 
+def clone_database(server_url: str, source: str, name: str) -> None:
+    """Create database `name` as a copy of `source` (which must have no connections)."""
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(source)
+            )
+        )
+
+
+# Server-wide counters (checkpoints, buffers written by backends rather than the
+# checkpointer or background writer) and this database's autovacuum/autoanalyze
+# runs: sampled before and after a run, their difference says whether any of
+# them landed mid-run.
+SERVER_ACTIVITY = """
+SELECT b.checkpoints_timed + b.checkpoints_req AS checkpoints,
+       b.buffers_checkpoint, b.buffers_backend, b.buffers_backend_fsync,
+       (SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0)::bigint
+        FROM pg_stat_user_tables) AS autovacuum_runs,
+       (SELECT pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint AS wal_bytes
+FROM pg_stat_bgwriter b
+"""
+
+
+def server_activity(database_url: str) -> dict[str, int]:
+    """Counters of SERVER_ACTIVITY, by name (wal_bytes: server-wide, all databases)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        cursor = conn.execute(SERVER_ACTIVITY)
+        row = cursor.fetchone()
+        assert row is not None and cursor.description is not None
+        names = [column.name for column in cursor.description]
+        return {name: int(value) for name, value in zip(names, row, strict=True)}
+
+
 def drop_database(server_url: str, name: str) -> None:
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(
