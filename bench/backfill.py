@@ -86,12 +86,18 @@ def prepared_database(server: str, users: int, seed: int, reuse: bool, tag: str 
     return url
 
 
-# Jobs of this run (controller and fan-out) not yet finished.
-OPEN_JOBS = """
-SELECT count(*) FROM background_jobs
-WHERE job_type IN ('inference.objective_backfill', 'projection.update')
-  AND payload ->> 'source' = %(source)s
-  AND status IN ('pending', 'processing')
+# Whether any job of this run (controller or fan-out) is unfinished. EXISTS
+# stops at the first live entry of the (job_type, source, status) index; a
+# count(*) of every open job (up to 290,000 at 100k users), polled ten times a
+# second, was the running statement in 17 of 64 samples of pg_stat_activity
+# taken during a 100k run.
+ANY_OPEN_JOB = """
+SELECT EXISTS (
+    SELECT FROM background_jobs
+    WHERE job_type IN ('inference.objective_backfill', 'projection.update')
+      AND payload ->> 'source' = %(source)s
+      AND status IN ('pending', 'processing')
+)
 """
 
 
@@ -111,8 +117,8 @@ def run_once(url: str, users: int, workers: int, worker_args: list[str]) -> dict
         with psycopg.connect(url, autocommit=True) as conn:
             trigger = trigger_backfill(conn, source)
             probe_thread.start()
-            # A cheap indexed count while running; the full coverage check once at the end.
-            while conn.execute(OPEN_JOBS, {"source": source}).fetchone() != (0,):
+            # A cheap indexed probe while running; the full coverage check once at the end.
+            while conn.execute(ANY_OPEN_JOB, {"source": source}).fetchone() == (True,):
                 time.sleep(0.1)
             elapsed = time.perf_counter() - started
             postgres_cpu = postgres_cpu_seconds() - postgres_cpu_before
