@@ -135,7 +135,9 @@ def wait_for_run(conn: psycopg.Connection[Any], job_id: int, source: str) -> Non
         (LAST_USER_IN_FLIGHT, (False,)),
         (ANY_OPEN_JOB, (False,)),
     ):
-        while conn.execute(statement, params).fetchone() != finished:
+        # Unprepared: a generic plan made while background_jobs was empty by its
+        # statistics would scan the whole table on every poll.
+        while conn.execute(statement, params, prepare=False).fetchone() != finished:
             time.sleep(0.1)
 
 
