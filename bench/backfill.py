@@ -7,7 +7,8 @@ demo population (reused between runs when it already holds exactly that seed),
 real `stride worker` processes are started, the backfill is triggered, and
 while it runs an organic probe appends events one at a time and times how long
 each takes to reach both projections. Reported: seconds to full coverage,
-users/s, jobs/s, peak worker RSS, worker and PostgreSQL CPU, organic p50/p99
+users/s, jobs/s, peak worker RSS, worker and PostgreSQL CPU (every local
+postgres process, and the benchmark database's own backends), organic p50/p99
 latency, and what the server did meanwhile (checkpoints, buffers written by
 backends, autovacuum/autoanalyze runs on the benchmark database) — the usual
 suspects when one run is much slower than the others. With `--runs N` each run
@@ -39,9 +40,11 @@ from bench.harness import (
     LatencyProbe,
     clone_database,
     create_database,
+    database_cpu_seconds,
     database_exists,
     median,
     percentile,
+    postgres_cpu_by_pid,
     postgres_cpu_seconds,
     sample_user_ids,
     server_activity,
@@ -152,6 +155,7 @@ def run_once(url: str, users: int, workers: int, worker_args: list[str]) -> dict
         probe_thread = threading.Thread(target=probe.run, daemon=True)
         worker_cpu_before = sum(fleet.cpu_seconds.values())
         postgres_cpu_before = postgres_cpu_seconds()
+        backends_cpu_before = postgres_cpu_by_pid()
         activity_before = server_activity(url)
         started = time.perf_counter()
         with psycopg.connect(url, autocommit=True) as conn:
@@ -162,6 +166,7 @@ def run_once(url: str, users: int, workers: int, worker_args: list[str]) -> dict
             wait_for_run(conn, trigger.job_id, source)
             elapsed = time.perf_counter() - started
             postgres_cpu = postgres_cpu_seconds() - postgres_cpu_before
+            database_cpu = database_cpu_seconds(url, backends_cpu_before)
             activity_after = server_activity(url)
             time.sleep(0.3)  # one more RSS/CPU sample of the workers
             worker_cpu = sum(fleet.cpu_seconds.values()) - worker_cpu_before
@@ -183,6 +188,7 @@ def run_once(url: str, users: int, workers: int, worker_args: list[str]) -> dict
         "peak_worker_rss_mb": round(peak_rss / 2**20, 1),
         "worker_cpu_s": round(worker_cpu, 1),
         "postgres_cpu_s": round(postgres_cpu, 1),
+        "postgres_cpu_this_database_s": round(database_cpu, 1),
         "organic_samples": len(probe.samples),
         "organic_timeouts": probe.timeouts,
         "organic_p50_ms": round(median(probe.samples) * 1000, 1),

@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -69,14 +69,17 @@ def clone_database(server_url: str, source: str, name: str) -> None:
 
 # Server-wide counters (checkpoints, buffers written by backends rather than the
 # checkpointer or background writer) and this database's autovacuum/autoanalyze
-# runs: sampled before and after a run, their difference says whether any of
-# them landed mid-run.
+# runs and rows of background_jobs read by sequential scans: sampled before and
+# after a run, their difference says whether any of them landed mid-run (a
+# claim planned for an empty queue scans the whole table every time).
 SERVER_ACTIVITY = """
 SELECT b.checkpoints_timed + b.checkpoints_req AS checkpoints,
        b.buffers_checkpoint, b.buffers_backend, b.buffers_backend_fsync,
        (SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0)::bigint
         FROM pg_stat_user_tables) AS autovacuum_runs,
-       (SELECT pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint AS wal_bytes
+       (SELECT pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint AS wal_bytes,
+       (SELECT coalesce(sum(seq_tup_read), 0)::bigint
+        FROM pg_stat_user_tables WHERE relname = 'background_jobs') AS queue_seq_tuples_read
 FROM pg_stat_bgwriter b
 """
 
@@ -106,6 +109,31 @@ def postgres_cpu_seconds() -> float:
         if proc.info["name"] == "postgres" and proc.info["cpu_times"] is not None:
             total += proc.info["cpu_times"].user + proc.info["cpu_times"].system
     return total
+
+
+def postgres_cpu_by_pid() -> dict[int, float]:
+    """CPU time used so far by each local PostgreSQL process."""
+    found: dict[int, float] = {}
+    for proc in psutil.process_iter(["name", "cpu_times"]):
+        if proc.info["name"] == "postgres" and proc.info["cpu_times"] is not None:
+            found[proc.pid] = proc.info["cpu_times"].user + proc.info["cpu_times"].system
+    return found
+
+
+def database_cpu_seconds(database_url: str, before: Mapping[int, float]) -> float:
+    """CPU used since `before` by the backends now connected to this database: the
+    benchmark's own share of the server, without other databases' sessions (nor the
+    shared checkpointer and WAL writer)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        pids = [
+            row[0]
+            for row in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid()"
+            )
+        ]
+    now = postgres_cpu_by_pid()
+    return sum(now[pid] - before.get(pid, 0.0) for pid in pids if pid in now)
 
 
 @dataclass
