@@ -3,13 +3,15 @@
 `JOBS` below is the whole list; `build_registry()` hands it to the queue, and is
 what `stride worker` runs. The handlers here only translate a job's payload and
 call one service: the read models (stride.readmodels) or one step of the
-backfill's fan-out (stride.backfill.fanout).
+backfill's fan-out (stride.backfill.fanout). `refresh_projections_now` is the
+operator's repair (`stride projections refresh`): the read models' refresh
+under the queue's per-user locks, as a projection.update job runs it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -17,6 +19,7 @@ from uuid import UUID
 
 from stride.backfill.fanout import RunNotFoundError, fan_out_step
 from stride.domain.job_types import BACKFILL_JOB_TYPE, PROJECTION_UPDATE_JOB_TYPE
+from stride.projections.registry import READ_MODELS
 from stride.queue.handlers import (
     BatchContext,
     BatchHandler,
@@ -27,7 +30,15 @@ from stride.queue.handlers import (
     SingleHandler,
 )
 from stride.queue.jobs import ClaimedJob
-from stride.readmodels.refresh import EventChange, refresh_for_events
+from stride.queue.user_locks import lock_users
+from stride.readmodels.refresh import (
+    EventChange,
+    RefreshSummary,
+    refresh_for_events,
+    refresh_users,
+)
+from stride.storage.connection import DbConnection
+from stride.storage.projection_store import existing_user_ids
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +134,46 @@ JOBS: Final[dict[str, BatchJob | SingleJob]] = {
     # One controller per backfill run (stride.backfill.trigger), run one chunk at a time.
     BACKFILL_JOB_TYPE: SingleJob(handle_objective_backfill),
 }
+
+
+# Every event type some read model reads: naming them all re-runs every read model.
+EVERY_TRIGGER_TYPE = frozenset(t for model in READ_MODELS for t in model.event_types)
+
+
+class UnknownUsersError(LookupError):
+    """`refresh_projections_now` was given ids of users that do not exist."""
+
+    def __init__(self, user_ids: Sequence[UUID]) -> None:
+        super().__init__("no such user: " + ", ".join(str(u) for u in user_ids))
+        self.user_ids = list(user_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshOutcome:
+    """What an operator's refresh did: the users recomputed and what was written."""
+
+    user_ids: list[UUID]
+    summary: RefreshSummary
+
+
+def refresh_projections_now(
+    conn: DbConnection,
+    user_ids: Sequence[UUID],
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> RefreshOutcome:
+    """Recompute every projection of `user_ids` now, in one transaction, the way the
+    projection.update handler does (refresh_users), holding each user's lock as a
+    worker would so the two never interleave writes. Any unknown id: nothing is written.
+    """
+    wanted = list(dict.fromkeys(user_ids))
+    with conn.transaction():
+        known = existing_user_ids(conn, wanted)
+        unknown = [u for u in wanted if u not in known]
+        if unknown:
+            raise UnknownUsersError(unknown)
+        lock_users(conn, wanted)
+        summary = refresh_users(conn, dict.fromkeys(wanted, EVERY_TRIGGER_TYPE), clock())
+    return RefreshOutcome(wanted, summary)
 
 
 def build_registry() -> HandlerRegistry:

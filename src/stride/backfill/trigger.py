@@ -80,10 +80,29 @@ def controller_payload(
     return payload
 
 
+# A label names a run in logs, dedup keys and the runbook's queries: a sane
+# length keeps every key built from it far below PostgreSQL's index row limit.
+SOURCE_MAX_LENGTH = 200
+
+
 def validate_source(source: str) -> str:
-    """The source is free text, but not empty or blank."""
+    """A source label: 1 to SOURCE_MAX_LENGTH printable characters on one line, not blank.
+
+    Printable (str.isprintable) rules out control characters, line breaks,
+    tabs and the lone surrogates that undecodable bytes on a command line
+    turn into; spaces and any script are fine.
+    """
     if not source.strip():
         raise BackfillInputError("--source must not be empty or blank")
+    if len(source) > SOURCE_MAX_LENGTH:
+        raise BackfillInputError(
+            f"--source must be at most {SOURCE_MAX_LENGTH} characters (got {len(source)})"
+        )
+    if not source.isprintable():
+        raise BackfillInputError(
+            "--source must be printable text on one line "
+            "(no control characters, line breaks or undecodable bytes)"
+        )
     return source
 
 

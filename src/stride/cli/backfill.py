@@ -26,6 +26,7 @@ from stride.backfill.reports import (
     run_history,
     wait_until_drained,
 )
+from stride.backfill.sources import unknown_source
 from stride.backfill.trigger import BackfillInputError, trigger_backfill, validate_source
 from stride.backfill.verify import verify_sample
 from stride.cli.common import (
@@ -313,9 +314,23 @@ def objective_foundation(
         raise typer.Exit(1)
 
 
+# `backfill status` reports on a run: its --source names which (not a new label).
+StatusSourceOption = Annotated[
+    str,
+    typer.Option("--source", help="The source label of the backfill to report on."),
+]
+
+
+def _require_run(conn: DbConnection, source: str) -> None:
+    """Fail first, naming the sources that have runs, when `source` has none."""
+    unknown = unknown_source(conn, source)
+    if unknown is not None:
+        fail(unknown.describe())
+
+
 @app.command("status")
 def status(
-    source: SourceOption = DEFAULT_SOURCE,
+    source: StatusSourceOption = DEFAULT_SOURCE,
     database_url: DatabaseUrlOption = None,
     wait: WaitOption = False,
     timeout: TimeoutOption = None,
@@ -326,6 +341,8 @@ def status(
     source = _checked_source(source)
     with database_errors():
         target = database(database_url)
+        with connect(target.url, autocommit=True) as conn:
+            _require_run(conn, source)
         if wait:
             wait_for_drain(target.url, source, timeout, quiet=as_json)
         with connect(target.url, autocommit=True) as conn:

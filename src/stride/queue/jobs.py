@@ -383,15 +383,20 @@ WHERE id = %s AND attempt = %s AND status = 'processing' AND locked_by = %s
 RETURNING id
 """
 
+# A failure also appends to the job's error history (`stride jobs show`); only
+# failure paths write it, so the completion path pays nothing for it.
 FAIL_SQL: Final = """
 UPDATE background_jobs
 SET status = CASE WHEN attempt > max_retries THEN 'dead' ELSE 'pending' END,
-    error_message = %s,
+    error_message = %(error)s,
+    error_history = stride_append_error(error_history, jsonb_build_object(
+        'attempt', attempt, 'at', clock_timestamp(), 'error', %(error)s::text, 'worker', locked_by,
+        'outcome', CASE WHEN attempt > max_retries THEN 'dead' ELSE 'retry' END)),
     scheduled_for = CASE WHEN attempt > max_retries THEN scheduled_for
-                         ELSE clock_timestamp() + make_interval(secs => %s) END,
+                         ELSE clock_timestamp() + make_interval(secs => %(delay)s) END,
     completed_at = CASE WHEN attempt > max_retries THEN clock_timestamp() END,
     locked_until = NULL
-WHERE id = %s AND attempt = %s AND status = 'processing' AND locked_by = %s
+WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'processing' AND locked_by = %(owner)s
 RETURNING status
 """
 
@@ -401,6 +406,9 @@ RETURNING status
 GIVE_UP_SQL: Final = """
 UPDATE background_jobs
 SET status = %(status)s, error_message = %(error)s, completed_at = clock_timestamp(),
+    error_history = stride_append_error(error_history, jsonb_build_object(
+        'attempt', attempt, 'at', clock_timestamp(), 'error', %(error)s::text, 'worker', locked_by,
+        'outcome', %(status)s::text)),
     locked_until = NULL
 WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'processing' AND locked_by = %(owner)s
 """
@@ -496,9 +504,14 @@ def fail(
 ) -> FailOutcome:
     """Record a failed attempt: retry after a backoff, or `dead` once attempts are exhausted."""
     delay = policy.delay(job.attempt) if delay_seconds is None else delay_seconds
-    row = conn.execute(
-        FAIL_SQL, (truncate_error(error), delay, job.id, job.attempt, job.locked_by)
-    ).fetchone()
+    params = {
+        "error": truncate_error(error),
+        "delay": delay,
+        "id": job.id,
+        "attempt": job.attempt,
+        "owner": job.locked_by,
+    }
+    row = conn.execute(FAIL_SQL, params).fetchone()
     if row is None:
         return FailOutcome.LOST
     return FailOutcome.DEAD if row[0] == "dead" else FailOutcome.RETRY
