@@ -189,6 +189,9 @@ def run_once(url: str, users: int, workers: int, worker_args: list[str]) -> dict
         "worker_cpu_s": round(worker_cpu, 1),
         "postgres_cpu_s": round(postgres_cpu, 1),
         "postgres_cpu_this_database_s": round(database_cpu, 1),
+        # Flat cost per user: these should not grow with the population.
+        "worker_cpu_ms_per_user": round(worker_cpu * 1000 / users, 3),
+        "postgres_cpu_ms_per_user": round(database_cpu * 1000 / users, 3),
         "organic_samples": len(probe.samples),
         "organic_timeouts": probe.timeouts,
         "organic_p50_ms": round(median(probe.samples) * 1000, 1),
