@@ -10,7 +10,8 @@ from decimal import Decimal
 from typing import Any, Literal
 from uuid import UUID
 
-from stride.projections.registry import READ_MODELS
+from stride.backfill.revision_report import RevisionReport, revision_report
+from stride.projections.registry import READ_MODELS, outputs_of
 from stride.storage.connection import DbConnection
 from stride.storage.queries import load_queries
 
@@ -243,7 +244,7 @@ def _plain(value: Any) -> Any:
 
 def current_model_versions() -> dict[tuple[str, str], str]:
     """The model version the running code stamps on each projection."""
-    return {(t, k): v for read_model in READ_MODELS for t, k, v in read_model.outputs}
+    return {output.row: output.model_version for output in outputs_of(READ_MODELS)}
 
 
 def runbook_reports(conn: DbConnection, source: str) -> list[Report]:
@@ -466,6 +467,7 @@ class BackfillStatus:
     reports: list[Report]
     run: RunProgress | None  # None when the source was never triggered
     users_on_older_model_versions: int  # every user, including those created after the trigger
+    revisions: RevisionReport | None = None  # users per stored revision (every user)
 
 
 # The whole status document is read from one snapshot, so the runbook's reports
@@ -486,6 +488,7 @@ def backfill_status(conn: DbConnection, source: str) -> BackfillStatus:
             reports=runbook_reports(conn, source),
             run=run_progress(conn, source),
             users_on_older_model_versions=users_on_old_model(conn),
+            revisions=revision_report(conn),
         )
 
 
