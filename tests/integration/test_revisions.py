@@ -24,7 +24,7 @@ from tests.populations import NOW, make_population
 
 from stride.app import build_registry
 from stride.backfill.control import cancel_backfill
-from stride.backfill.fanout import fan_out_next_chunk
+from stride.backfill.fanout import fan_out_step
 from stride.backfill.reports import run_progress
 from stride.backfill.revision_report import revision_report
 from stride.backfill.trigger import trigger_backfill
@@ -341,7 +341,7 @@ def test_only_stale_after_a_cancelled_run_snapshots_exactly_the_rest(
     first = trigger_backfill(conn, "deploy.first")
     assert first.job_id is not None
     # The first chunk is fanned out and projected, then the operator cancels.
-    fan_out_next_chunk(conn, first.job_id, chunk_users=15)
+    fan_out_step(conn, first.job_id, chunk_users=15)
     Worker(database_url, build_registry(), job_types=[PROJECTION_UPDATE_JOB_TYPE]).run(once=True)
     cancel_backfill(conn, "deploy.first")
     Worker(database_url, build_registry(), job_types=[BACKFILL_JOB_TYPE]).run(once=True)
@@ -388,7 +388,7 @@ def test_fan_out_jobs_carry_the_revisions_of_the_code_that_triggered_the_run(
     make_population(conn, 4)
     trigger = trigger_backfill(conn, "deploy.r7", read_models=[objective_foundation_at(7)])
     assert trigger.job_id is not None
-    fan_out_next_chunk(conn, trigger.job_id, chunk_users=10)
+    fan_out_step(conn, trigger.job_id, chunk_users=10)
     revisions = conn.execute(
         "SELECT DISTINCT payload -> 'revisions' FROM background_jobs "
         "WHERE job_type = 'projection.update'"
