@@ -1,6 +1,6 @@
 """The composition root: every job type the product runs, and its handler.
 
-`product_jobs()` below is the whole list; `build_registry()` hands it to the queue, and is
+`JOBS` below is the whole list; `build_registry()` hands it to the queue, and is
 what `stride worker` runs. The handlers here only translate a job's payload and
 call one service: the read models (stride.readmodels) or one step of the
 backfill's fan-out (stride.backfill.fanout). `refresh_projections_now` is the
@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Final
 from uuid import UUID
 
 from stride.backfill.fanout import RunNotFoundError, fan_out_step
@@ -185,6 +186,29 @@ class SingleJob:
     serialize_by_user: bool = False
 
 
+def product_jobs(
+    read_models: Collection[ReadModel] = READ_MODELS, outdated_delay: float = OUTDATED_JOB_DELAY
+) -> dict[str, BatchJob | SingleJob]:
+    """Every job type the product runs: its handler and how the queue runs it.
+
+    `read_models` replaces the registry's logic (tests run an older and a newer
+    revision side by side, as a rolling deploy does).
+    """
+    return {
+        # Organic (enqueued by the events trigger, migration 0002) and backfill fan-out.
+        PROJECTION_UPDATE_JOB_TYPE: BatchJob(
+            make_projection_update_handler(read_models=read_models, outdated_delay=outdated_delay),
+            serialize_by_user=True,
+        ),
+        # One controller per backfill run (stride.backfill.trigger), run one chunk at a time.
+        BACKFILL_JOB_TYPE: SingleJob(handle_objective_backfill),
+    }
+
+
+# Every job type the product runs, with the registry's read models.
+JOBS: Final[dict[str, BatchJob | SingleJob]] = product_jobs()
+
+
 # Every event type some read model reads: naming them all re-runs every read model.
 EVERY_TRIGGER_TYPE = frozenset(t for model in READ_MODELS for t in model.event_types)
 
@@ -225,31 +249,18 @@ def refresh_projections_now(
     return RefreshOutcome(wanted, summary)
 
 
-def product_jobs(
-    read_models: Collection[ReadModel] = READ_MODELS, outdated_delay: float = OUTDATED_JOB_DELAY
-) -> dict[str, BatchJob | SingleJob]:
-    """Every job type the product runs: its handler and how the queue runs it."""
-    return {
-        # Organic (enqueued by the events trigger, migration 0002) and backfill fan-out.
-        PROJECTION_UPDATE_JOB_TYPE: BatchJob(
-            make_projection_update_handler(read_models=read_models, outdated_delay=outdated_delay),
-            serialize_by_user=True,
-        ),
-        # One controller per backfill run (stride.backfill.trigger), run one chunk at a time.
-        BACKFILL_JOB_TYPE: SingleJob(handle_objective_backfill),
-    }
-
-
 def build_registry(
     read_models: Collection[ReadModel] = READ_MODELS, outdated_delay: float = OUTDATED_JOB_DELAY
 ) -> HandlerRegistry:
-    """The queue's registry of the product's job handlers, from `product_jobs()`.
-
-    `read_models` replaces the registry's logic (tests run an older and a newer
-    revision side by side, as a rolling deploy does).
-    """
+    """The queue's registry of the product's job handlers: `JOBS`, or `product_jobs()` of
+    other read models (tests run an older and a newer revision side by side)."""
     registry = HandlerRegistry()
-    for job_type, job in product_jobs(read_models, outdated_delay).items():
+    jobs = (
+        JOBS
+        if read_models is READ_MODELS and outdated_delay == OUTDATED_JOB_DELAY
+        else product_jobs(read_models, outdated_delay)
+    )
+    for job_type, job in jobs.items():
         if isinstance(job, BatchJob):
             registry.register_batch(job_type, job.handler, serialize_by_user=job.serialize_by_user)
         else:

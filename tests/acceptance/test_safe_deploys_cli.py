@@ -109,5 +109,16 @@ def test_only_stale_through_the_script_and_revisions_in_status_and_verify(
     table = stride("backfill", "verify", "--sample", "3", "--database-url", database_url)
     assert "checked per stored revision" in table.stdout and "1 (running)" in table.stdout
 
+    runs = json.loads(
+        stride("backfill", "history", "--json", "--database-url", database_url).stdout
+    )
+    revisions = {"objective_state/active": 1, "objective_advisory/overview": 1}
+    assert [(r["source"], r["revisions"]) for r in runs["runs"]] == [
+        ("deploy.b", revisions),
+        ("deploy.a", revisions),
+    ]
+    table = stride("backfill", "history", "--database-url", database_url)
+    assert "revision" in table.stdout
+
     nothing = run_script("--database-url", database_url, "--source", "deploy.c", "--only-stale")
     assert nothing.returncode == 0 and "no stale users found" in nothing.stdout

@@ -25,7 +25,7 @@ from tests.populations import NOW, make_population
 from stride.app import build_registry
 from stride.backfill.control import cancel_backfill
 from stride.backfill.fanout import fan_out_step
-from stride.backfill.reports import run_progress
+from stride.backfill.reports import run_history, run_progress
 from stride.backfill.revision_report import revision_report
 from stride.backfill.trigger import trigger_backfill
 from stride.backfill.verify import verify_users
@@ -398,6 +398,9 @@ def test_fan_out_jobs_carry_the_revisions_of_the_code_that_triggered_the_run(
         "SELECT revisions FROM backfill_runs WHERE job_id = %s", (trigger.job_id,)
     ).fetchone()
     assert recorded == ({"objective_state/active": 7, "objective_advisory/overview": 7},)
+    [run] = run_history(conn, "deploy.r7")
+    assert run.revisions == {"objective_state/active": 7, "objective_advisory/overview": 7}
+    assert run.as_dict()["revisions"] == run.revisions
 
 
 def test_verify_and_revision_report_count_users_per_revision(conn: Conn, database_url: str) -> None:

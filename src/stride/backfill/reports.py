@@ -359,6 +359,9 @@ class RunSummary:
     jobs_given_up: int  # dead or failed fan-out jobs
     last_settled_at: datetime | None
     observed_at: datetime
+    # projection_type/key -> revision of the code that triggered the run (None: before
+    # revisions were recorded).
+    revisions: dict[str, int] | None = None
 
     @property
     def outcome(self) -> RunOutcome:
@@ -400,6 +403,7 @@ class RunSummary:
             "dead_jobs": self.dead_jobs,
             "jobs_open": self.jobs_open,
             "cancelled_at": self.cancelled_at.isoformat() if self.cancelled_at else None,
+            "revisions": self.revisions,
         }
 
 
@@ -428,6 +432,7 @@ def run_history(
             jobs_given_up=given_up,
             last_settled_at=last_settled_at,
             observed_at=observed_at,
+            revisions=revisions,
         )
         for (
             job_id,
@@ -443,6 +448,7 @@ def run_history(
             last_settled_at,
             users_refreshed,
             observed_at,
+            revisions,
         ) in rows
     ]
 

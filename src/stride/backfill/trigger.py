@@ -24,7 +24,6 @@ SELECT %(snapshot_id)s, row_number() OVER (ORDER BY id), id
 FROM users
 """
 
-RUN_USERS = "SELECT users_total FROM backfill_runs WHERE job_id = %(job_id)s"
 # --only-stale: the users for whom some output of the running code is missing
 # or stored at a lower revision (rows of a higher revision, written by newer
 # code, are not stale). Two primary-key probes per user, read under the
@@ -47,6 +46,8 @@ WHERE EXISTS (
     )
 )
 """
+
+RUN_USERS = "SELECT users_total FROM backfill_runs WHERE job_id = %(job_id)s"
 
 CREATE_RUN = """
 INSERT INTO backfill_runs (job_id, source, snapshot_id, users_total, max_rate, revisions)
@@ -81,7 +82,6 @@ class TriggerResult:
             "outcome": self.outcome,
             "job_id": self.job_id,
             "users": self.users,
-            "only_stale": self.only_stale,
             "message": self.describe(),
         }
 

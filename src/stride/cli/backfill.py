@@ -443,6 +443,15 @@ def verify(
         raise typer.Exit(1)
 
 
+def _revisions_label(revisions: dict[str, int] | None) -> str:
+    """One number when every output ran at the same revision, else each output's."""
+    if not revisions:
+        return "-"
+    if len(set(revisions.values())) == 1:
+        return str(next(iter(revisions.values())))
+    return " · ".join(f"{name} {revision}" for name, revision in sorted(revisions.items()))
+
+
 @app.command("history")
 def history(
     source: Annotated[
@@ -454,7 +463,8 @@ def history(
     database_url: DatabaseUrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List backfill runs: source, trigger time, snapshot size, duration, outcome, dead jobs."""
+    """List backfill runs: source, trigger time, snapshot size, duration, outcome, dead jobs,
+    and the revision of the code that triggered each."""
     if source is not None:
         source = _checked_source(source)
     with connected(database_url) as conn:
@@ -464,7 +474,17 @@ def history(
     elif runs:
         render_table(
             "Backfill runs (newest first)",
-            ["job", "source", "triggered at", "users", "refreshed", "duration", "outcome", "dead"],
+            [
+                "job",
+                "source",
+                "triggered at",
+                "users",
+                "refreshed",
+                "duration",
+                "outcome",
+                "dead",
+                "revision",
+            ],
             [
                 (
                     run.job_id,
@@ -475,6 +495,7 @@ def history(
                     format_duration(run.duration_seconds),
                     run.outcome,
                     f"{run.dead_jobs:,}",
+                    _revisions_label(run.revisions),
                 )
                 for run in runs
             ],

@@ -24,13 +24,13 @@ from stride.cli.common import (
     typer_app,
     usage_error,
 )
-from stride.projections.registry import READ_MODELS
+from stride.projections.registry import READ_MODELS, outputs_of
 from stride.storage.projection_store import read_projections
 
 app = typer_app("Read a user's projections, or recompute them now.")
 
 # The projection types stored, by the read models that write them.
-PROJECTION_TYPES = tuple(sorted({out.projection_type for m in READ_MODELS for out in m.outputs}))
+PROJECTION_TYPES = tuple(sorted({o.projection_type for o in outputs_of(READ_MODELS)}))
 
 
 def _user_id(value: str) -> UUID:
@@ -125,6 +125,7 @@ def refresh(
             {
                 "users": [str(u) for u in outcome.user_ids],
                 "projections_written": summary.projections_written,
+                "projections_superseded": summary.projections_superseded,
                 "events_folded": summary.events_folded,
             }
         )
@@ -134,3 +135,9 @@ def refresh(
         f"{summary.projections_written:,} projections written from "
         f"{summary.events_folded:,} events"
     )
+    if summary.projections_superseded:
+        say(
+            f"{summary.projections_superseded:,} projections kept as stored: a higher revision "
+            "than this code's wrote them (deploy the newer code, or roll logic back as a new "
+            "revision)"
+        )
