@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -129,11 +129,20 @@ def current_model_versions() -> dict[tuple[str, str], str]:
     return {(t, k): v for handler in HANDLERS for t, k, v in handler.outputs}
 
 
-def runbook_reports(conn: DbConnection, source: str) -> list[Report]:
-    """The runbook's four verification queries, run as written with `source` bound."""
+def runbook_reports(
+    conn: DbConnection, source: str, *, only: Collection[str] | None = None
+) -> list[Report]:
+    """The runbook's four verification queries, run as written with `source` bound.
+
+    `only` names the reports wanted (all four by default): the two status
+    reports read a source's jobs through an index, while coverage and lag read
+    every event and take seconds on a large database.
+    """
     queries = load_queries("runbook_reports.sql")
     reports = []
     for name, title in RUNBOOK_REPORTS:
+        if only is not None and name not in only:
+            continue
         cursor = conn.execute(queries[name], {"source": source})
         columns = [c.name for c in cursor.description or ()]
         reports.append(Report(name, title, columns, [list(r) for r in cursor.fetchall()]))
@@ -209,6 +218,84 @@ def users_on_old_model(conn: DbConnection) -> int:
         },
     ).fetchone()
     return int(row[0]) if row else 0
+
+
+# Every run, newest first, with its controller's status (LEFT JOIN: a pruned
+# controller job leaves the run row behind). Index backfill_runs_source serves
+# the per-source form; the whole table is one row per run.
+RUN_HISTORY = """
+SELECT r.job_id, r.source, r.created_at, r.users_total, r.jobs_enqueued, r.cancel_requested,
+       r.fanout_done_at, c.status, clock_timestamp()
+FROM backfill_runs r
+LEFT JOIN background_jobs c ON c.id = r.job_id
+WHERE %(source)s::text IS NULL OR r.source = %(source)s::text
+ORDER BY r.created_at DESC, r.job_id DESC
+LIMIT %(limit)s
+"""
+
+# Users per stored model version of each projection (a projection row is one user's).
+MODEL_VERSION_COUNTS = """
+SELECT projection_type, key, model_version, count(*)
+FROM projections
+GROUP BY projection_type, key, model_version
+ORDER BY projection_type, key, model_version
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """One past or current run, from its bookkeeping row (no per-job counting)."""
+
+    job_id: int
+    source: str
+    created_at: datetime
+    users_total: int
+    jobs_enqueued: int
+    cancel_requested: bool
+    fanout_done_at: datetime | None
+    controller_status: str | None  # None: the controller job was pruned
+    observed_at: datetime
+
+    @property
+    def outcome(self) -> str:
+        """cancelled, running (controller pending or processing), failed (controller dead or
+        failed) or fanned-out; whether every user was refreshed is run_progress's to say."""
+        if self.cancel_requested or self.controller_status == "cancelled":
+            return "cancelled"
+        if self.controller_status in ("pending", "processing"):
+            return "running"
+        if self.controller_status in ("dead", "failed"):
+            return "failed"
+        return "fanned-out"
+
+
+DEFAULT_HISTORY_LIMIT = 50
+
+
+def run_history(
+    conn: DbConnection, source: str | None = None, *, limit: int = DEFAULT_HISTORY_LIMIT
+) -> list[RunSummary]:
+    """The latest `limit` runs, of `source` or of every source, newest first."""
+    rows = conn.execute(RUN_HISTORY, {"source": source, "limit": limit}).fetchall()
+    return [RunSummary(*row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersionCount:
+    projection_type: str
+    key: str
+    model_version: str | None
+    users: int
+    current: bool  # the version the running code writes
+
+
+def model_version_counts(conn: DbConnection) -> list[ModelVersionCount]:
+    """Users per stored model version of every projection, the running code's marked."""
+    current = current_model_versions()
+    return [
+        ModelVersionCount(ptype, key, version, int(n), current.get((ptype, key)) == version)
+        for ptype, key, version, n in conn.execute(MODEL_VERSION_COUNTS)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
