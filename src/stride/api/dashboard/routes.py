@@ -70,6 +70,7 @@ RATE_WINDOW_SECONDS = 16.0
 PAGE_WAIT = 0.15
 LIVE_WAIT = 2.0
 MAX_VERIFY_SAMPLE = 1000
+MIN_MAX_RATE = 0.1  # as `stride backfill objective-foundation --max-rate`
 POLL_MILLISECONDS = 1500
 
 
@@ -161,16 +162,18 @@ async def action_form(request: Request, session: Session) -> dict[str, str]:
 
     The session is checked before the body is read, so an anonymous POST costs nothing.
     """
+    refusal = DashboardError(
+        403,
+        "This form did not come from your dashboard session (its CSRF token is missing "
+        "or wrong). Reload the page and try again.",
+    )
     try:
         form = await read_form(request)
     except FormError as exc:
-        raise DashboardError(exc.status, exc.message) from None
+        # A body that is not a form (or no body) carries no CSRF token either.
+        raise (refusal if exc.status == 415 else DashboardError(exc.status, exc.message)) from None
     if not tokens_match(form.get(CSRF_FIELD), session.csrf_token):
-        raise DashboardError(
-            403,
-            "This form did not come from your dashboard session (its CSRF token is missing "
-            "or wrong). Reload the page and try again.",
-        )
+        raise refusal
     return form
 
 
@@ -421,7 +424,7 @@ async def _run_chart(request: Request, progress: service.RunProgress) -> RunChar
     series.merge(batch)
     last_active = series.last_active()
     rates = series.recent_rates(RATE_WINDOW_SECONDS)
-    until = last_active if progress.drained else None
+    until = last_active if views.run_settled(progress) else None
     chart = series.chart([("users/s", None, True), ("jobs/s", None, False)], until=until)
     return RunChart(chart, rates.users_per_s, rates.jobs_per_s, last_active)
 
@@ -543,9 +546,12 @@ async def cancel_backfill(request: Request, session: Session, form: Form) -> Red
         raise DashboardError(422, "Which backfill? The form names no source.")
     result = await service.admin_cancel(database_of(request), source)
     _forget_backfill(request, source)
-    return await _redirect_with(
-        request, session, _backfill_url(source), "ok", result.describe().capitalize() + "."
+    jobs = f"{result.jobs_cancelled:,} pending job{'s' if result.jobs_cancelled != 1 else ''}"
+    message = (
+        f"Cancelled {jobs} of {source}; {result.runs_stopped} running controller"
+        f"{'s' if result.runs_stopped != 1 else ''} asked to stop after the current chunk."
     )
+    return await _redirect_with(request, session, _backfill_url(source), "ok", message)
 
 
 @router.post("/backfill/trigger")
@@ -553,6 +559,8 @@ async def trigger_backfill(request: Request, session: Session, form: Form) -> Re
     try:
         source = clean_text(form.get("source"), max_chars=MAX_SOURCE_CHARS)
         max_rate = positive_number(form.get("max_rate"), name="The maximum rate")
+        if max_rate is not None and max_rate < MIN_MAX_RATE:
+            raise ValueError(f"the maximum rate is at least {MIN_MAX_RATE} users per second")
     except ValueError as exc:
         return await _redirect_with(
             request, session, _backfill_url(None, "trigger"), "error", f"Not triggered: {exc}."
@@ -572,8 +580,19 @@ async def trigger_backfill(request: Request, session: Session, form: Form) -> Re
             request, session, _backfill_url(None, "trigger"), "error", f"Not triggered: {exc}"
         )
     _forget_backfill(request, source)
-    kind = "ok" if result.outcome in ("enqueued", "in_flight") else "error"
-    return await _redirect_with(request, session, _backfill_url(source), kind, result.describe())
+    if result.outcome == "enqueued":
+        kind, message = (
+            "ok",
+            (f"Triggered run {result.job_id} of {source}: {result.users:,} users snapshotted."),
+        )
+    elif result.outcome == "in_flight":
+        kind, message = (
+            "error",
+            (f"Not triggered: run {result.job_id} of {source} is already in flight."),
+        )
+    else:
+        kind, message = "error", "Not triggered: there are no users to backfill."
+    return await _redirect_with(request, session, _backfill_url(source), kind, message)
 
 
 @router.post("/backfill/verify")

@@ -110,6 +110,13 @@ FILTERS = {
 # --- the backfill page -------------------------------------------------------------------
 
 
+def run_settled(run: service.RunProgress) -> bool:
+    """Nothing of the run is left to happen: its controller and every fan-out job have
+    settled (a run cancelled before its fan-out finished counts; `RunProgress.drained`
+    waits for a finished fan-out)."""
+    return run.controller_status not in ("pending", "processing") and run.jobs_open == 0
+
+
 @dataclass(frozen=True, slots=True)
 class RunPanel:
     """The current run as the page draws it: progress, rates, ETA, what is wrong."""
@@ -141,7 +148,8 @@ def run_panel(
     """Progress counts users refreshed since the trigger out of the snapshot; the ETA
     divides what is left by the recent users/s (None until that rate is known)."""
     done = min(run.users_refreshed, run.users_total)
-    if run.drained:
+    drained = run_settled(run)
+    if drained:
         state = "complete" if run.complete else "incomplete"
         if cancel_requested or run.controller_status == "cancelled":
             state = "cancelled"
@@ -153,7 +161,7 @@ def run_panel(
     left = run.users_total - done
     if left <= 0:
         eta: float | None = 0.0
-    elif users_per_s and not run.drained:
+    elif users_per_s and not drained:
         eta = left / users_per_s
     else:
         eta = None
@@ -161,12 +169,12 @@ def run_panel(
         run=run,
         state=state,
         percent=percent(done, run.users_total),
-        users_per_s=users_per_s if not run.drained else None,
-        jobs_per_s=jobs_per_s if not run.drained else None,
+        users_per_s=users_per_s if not drained else None,
+        jobs_per_s=jobs_per_s if not drained else None,
         elapsed_seconds=elapsed,
         eta_seconds=eta,
         average_users_per_s=done / elapsed if elapsed > 0 else None,
-        problems=run.problems() if run.drained else [],
+        problems=run.problems() if drained else [],
     )
 
 
