@@ -101,6 +101,14 @@ def test_chart_document_and_last_activity() -> None:
     ]
 
 
+def test_long_charts_are_drawn_with_wider_buckets() -> None:
+    series = BucketSeries(1.0, start=at(0))
+    series.merge(Batch(at(0), at(10), [Row(at(s), "a", s, 1) for s in range(10)]))
+    doc = series.chart([("jobs/s", None, False)], max_points=4)
+    assert doc["bucket_seconds"] == 3.0 and doc["points"] == 4
+    assert doc["lines"][0]["values"] == [1.0, 4.0, 7.0, 9.0]
+
+
 def test_series_without_data_has_no_points() -> None:
     series = BucketSeries(2.0, start=at(0))
     assert series.values() == []

@@ -60,7 +60,7 @@ router = APIRouter(prefix="/admin", include_in_schema=False)
 T = TypeVar("T")
 
 MAX_SOURCE_CHARS = 200  # as the API's and the trigger's source labels
-RUN_BUCKET_SECONDS = 2.0
+RUN_BUCKET_SECONDS = 1.0
 RUN_CHART_HOURS = 6
 QUEUE_BUCKET_SECONDS = 5.0
 QUEUE_CHART_MINUTES = 10

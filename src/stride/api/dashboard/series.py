@@ -69,7 +69,7 @@ class BucketSeries:
     bucket_seconds: float
     start: datetime
     window_seconds: float | None = None
-    settle_seconds: float = 10.0
+    settle_seconds: float = 5.0
     _buckets: dict[datetime, _Bucket] = field(default_factory=dict)
     _final_until: datetime | None = None
     observed_at: datetime | None = None
@@ -173,18 +173,26 @@ class BucketSeries:
         lines: Sequence[tuple[str, str | None, bool]],
         *,
         until: datetime | None = None,
+        max_points: int = 600,
     ) -> dict[str, Any]:
-        """The chart document dashboard.js draws: one line per (label, job type, users?)."""
-        starts = self._complete_starts(until)
+        """The chart document dashboard.js draws: one line per (label, job type, users?).
+
+        A long series is drawn with wider buckets (each the mean of `factor` adjacent
+        ones), so a poll never ships more than `max_points` values per line.
+        """
+        points = len(self._complete_starts(until))
+        factor = max(1, math.ceil(points / max_points))
+
+        def merged(values: list[float]) -> list[float]:
+            groups = [values[i : i + factor] for i in range(0, len(values), factor)]
+            return [round(sum(g) / len(g), 2) for g in groups]
+
         return {
-            "bucket_seconds": self.bucket_seconds,
+            "bucket_seconds": self.bucket_seconds * factor,
             "start_ms": int(self.start.timestamp() * 1000),
-            "points": len(starts),
+            "points": math.ceil(points / factor),
             "lines": [
-                {
-                    "label": label,
-                    "values": [round(v, 2) for v in self.values(t, users=u, until=until)],
-                }
+                {"label": label, "values": merged(self.values(t, users=u, until=until))}
                 for label, t, u in lines
             ],
         }
