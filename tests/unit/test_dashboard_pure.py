@@ -109,6 +109,13 @@ def test_long_charts_are_drawn_with_wider_buckets() -> None:
     assert doc["lines"][0]["values"] == [1.0, 4.0, 7.0, 9.0]
 
 
+def test_charts_can_draw_a_trailing_moving_average() -> None:
+    series = BucketSeries(1.0, start=at(0))
+    series.merge(Batch(at(0), at(4), [Row(at(1), "a", 4, 1), Row(at(3), "a", 8, 1)]))
+    doc = series.chart([("jobs/s", None, False)], smooth_buckets=2)
+    assert doc["lines"][0]["values"] == [0.0, 2.0, 2.0, 4.0]
+
+
 def test_series_without_data_has_no_points() -> None:
     series = BucketSeries(2.0, start=at(0))
     assert series.values() == []

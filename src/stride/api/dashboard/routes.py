@@ -61,10 +61,12 @@ T = TypeVar("T")
 
 MAX_SOURCE_CHARS = 200  # as the API's and the trigger's source labels
 RUN_BUCKET_SECONDS = 1.0
+RUN_SMOOTH_BUCKETS = 5  # the run chart draws a 5-second moving average
 RUN_CHART_HOURS = 6
 QUEUE_BUCKET_SECONDS = 5.0
 QUEUE_CHART_MINUTES = 10
 RATE_WINDOW_SECONDS = 16.0
+SETTLED_RUN_MAX_AGE = 30.0
 # A page waits this long for data never read before, then shows what it has and
 # lets the live poll fill in the rest; a live poll waits longer.
 PAGE_WAIT = 0.15
@@ -425,12 +427,25 @@ async def _run_chart(request: Request, progress: service.RunProgress) -> RunChar
     last_active = series.last_active()
     rates = series.recent_rates(RATE_WINDOW_SECONDS)
     until = last_active if views.run_settled(progress) else None
-    chart = series.chart([("users/s", None, True), ("jobs/s", None, False)], until=until)
+    chart = series.chart(
+        [("users/s", None, True), ("jobs/s", None, False)],
+        until=until,
+        smooth_buckets=RUN_SMOOTH_BUCKETS,
+    )
     return RunChart(chart, rates.users_per_s, rates.jobs_per_s, last_active)
 
 
-async def _backfill_data(request: Request, source: str | None, *, wait: float) -> BackfillData:
+async def _backfill_data(
+    request: Request, source: str | None, *, wait: float | None
+) -> BackfillData:
     db = database_of(request)
+    loop = asyncio.get_running_loop()
+    deadline = None if wait is None else loop.time() + wait
+
+    def left() -> float | None:
+        """What is left of the page's wait: one budget for all its snapshots."""
+        return None if deadline is None else max(0.0, deadline - loop.time())
+
     history_snapshot = await _get(
         request, ("history",), lambda: service.backfill_history(db), max_age=2, wait=None
     )
@@ -438,18 +453,26 @@ async def _backfill_data(request: Request, source: str | None, *, wait: float) -
     if source is None and history:
         source = history[0].source
     models_task = _get(
-        request, ("models",), lambda: service.model_versions(db), max_age=10, wait=wait
+        request, ("models",), lambda: service.model_versions(db), max_age=10, wait=left()
     )
     if source is None:
         return BackfillData(None, history, None, None, None, None, await models_task)
     chosen = source
+    # A settled run changes only when retried or re-triggered (the dashboard's own actions
+    # refresh it at once), so an open page re-reads it every half minute, not every second.
+    previous = dashboard_of(request).snapshots.peek(("run", chosen))
+    settled = (
+        previous is not None
+        and previous.value.progress is not None
+        and views.run_settled(previous.value.progress)
+    )
     run, slow, models = await asyncio.gather(
         _get(
             request,
             ("run", chosen),
             lambda: service.backfill_run(db, chosen),
-            max_age=1,
-            wait=max(wait, 1.0),
+            max_age=SETTLED_RUN_MAX_AGE if settled else 1,
+            wait=left(),
         ),
         _get(
             request,
@@ -468,7 +491,7 @@ async def _backfill_data(request: Request, source: str | None, *, wait: float) -
             ("run-chart", progress.job_id),
             lambda: _run_chart(request, progress),
             max_age=1,
-            wait=wait,
+            wait=left(),
         )
         summary = next((r for r in history if r.job_id == progress.job_id), None)
         panel = views.run_panel(
@@ -529,14 +552,16 @@ async def cancel_confirm(request: Request, session: Session) -> HTMLResponse:
     )
 
 
-def _forget_backfill(request: Request, source: str | None) -> None:
+async def _refresh_backfill(request: Request, source: str | None) -> None:
+    """After an action: drop what it changed and read it again before redirecting, so the
+    page the redirect leads to shows the result at once (the action, not the page, waits)."""
     dashboard_of(request).snapshots.invalidate(
         lambda key: (
-            key[0] in ("history", "models", "run-chart")
+            key[0] in ("history", "models", "run-chart", "queue")
             or (key[0] in ("run", "slow-reports") and key[1] == source)
-            or key[0] == "queue"
         )
     )
+    await _backfill_data(request, source, wait=None)
 
 
 @router.post("/backfill/cancel")
@@ -545,7 +570,7 @@ async def cancel_backfill(request: Request, session: Session, form: Form) -> Red
     if source is None:
         raise DashboardError(422, "Which backfill? The form names no source.")
     result = await service.admin_cancel(database_of(request), source)
-    _forget_backfill(request, source)
+    await _refresh_backfill(request, source)
     jobs = f"{result.jobs_cancelled:,} pending job{'s' if result.jobs_cancelled != 1 else ''}"
     message = (
         f"Cancelled {jobs} of {source}; {result.runs_stopped} running controller"
@@ -579,7 +604,7 @@ async def trigger_backfill(request: Request, session: Session, form: Form) -> Re
         return await _redirect_with(
             request, session, _backfill_url(None, "trigger"), "error", f"Not triggered: {exc}"
         )
-    _forget_backfill(request, source)
+    await _refresh_backfill(request, source)
     if result.outcome == "enqueued":
         kind, message = (
             "ok",
@@ -697,10 +722,10 @@ async def _queue_chart(request: Request) -> dict[str, Any]:
     return series.chart(views.chart_lines(series.job_types()))
 
 
-async def _queue_data(request: Request, *, wait: float) -> QueueData:
+async def _queue_data(request: Request, *, wait: float | None) -> QueueData:
     db = database_of(request)
     overview, chart = await asyncio.gather(
-        _get(request, ("queue",), lambda: service.admin_queue(db), max_age=1, wait=max(wait, 1.0)),
+        _get(request, ("queue",), lambda: service.admin_queue(db), max_age=1, wait=wait),
         _get(request, ("queue-chart",), lambda: _queue_chart(request), max_age=1, wait=wait),
     )
     return QueueData(overview, chart)
@@ -727,8 +752,10 @@ async def queue_live(request: Request, session: Session) -> JSONResponse:
     return _live(regions, {"queue": data.chart.value} if data.chart else {})
 
 
-def _forget_queue(request: Request) -> None:
+async def _refresh_queue(request: Request) -> None:
+    """After an action: read the queue again before redirecting (see _refresh_backfill)."""
     dashboard_of(request).snapshots.invalidate(lambda key: key[0] in ("queue", "run", "history"))
+    await _queue_data(request, wait=None)
 
 
 @router.post("/queue/retry")
@@ -738,7 +765,7 @@ async def retry_one(request: Request, session: Session, form: Form) -> RedirectR
     except ValueError as exc:
         return await _redirect_with(request, session, "/admin/queue#dead", "error", f"{exc}.")
     retried = await service.admin_retry_job(database_of(request), job_id)
-    _forget_queue(request)
+    await _refresh_queue(request)
     if retried:
         return await _redirect_with(
             request, session, "/admin/queue#dead", "ok", f"Job {job_id} is pending again."
@@ -764,7 +791,7 @@ async def retry_type(request: Request, session: Session, form: Form) -> Redirect
             request, session, "/admin/queue#dead", "error", "Which job type? None was given."
         )
     count = await service.admin_retry_type(database_of(request), job_type)
-    _forget_queue(request)
+    await _refresh_queue(request)
     return await _redirect_with(
         request,
         session,
@@ -829,6 +856,9 @@ async def user_live(request: Request, session: Session) -> JSONResponse:
 def install(app: FastAPI) -> None:
     """Serve the dashboard from `app` at /admin."""
     app.state.dashboard = Dashboard()
+    # Compile every template now rather than in the first request that needs it.
+    for name in templates.list_templates(extensions=["html"]):
+        templates.get_template(name)
     app.include_router(router)
     static_dir = resources.files(__package__).joinpath("static")
     app.mount("/admin/static", StaticFiles(directory=str(static_dir)), name="admin-static")

@@ -174,9 +174,12 @@ class BucketSeries:
         *,
         until: datetime | None = None,
         max_points: int = 600,
+        smooth_buckets: int = 1,
     ) -> dict[str, Any]:
         """The chart document dashboard.js draws: one line per (label, job type, users?).
 
+        Each point is the mean of the `smooth_buckets` buckets ending at it (workers
+        complete jobs in batches, so single short buckets swing between 0 and bursts).
         A long series is drawn with wider buckets (each the mean of `factor` adjacent
         ones), so a poll never ships more than `max_points` values per line.
         """
@@ -184,6 +187,13 @@ class BucketSeries:
         factor = max(1, math.ceil(points / max_points))
 
         def merged(values: list[float]) -> list[float]:
+            if smooth_buckets > 1:
+                values = [
+                    sum(window) / len(window)
+                    for window in (
+                        values[max(0, i - smooth_buckets + 1) : i + 1] for i in range(len(values))
+                    )
+                ]
             groups = [values[i : i + factor] for i in range(0, len(values), factor)]
             return [round(sum(g) / len(g), 2) for g in groups]
 

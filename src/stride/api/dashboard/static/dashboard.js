@@ -107,7 +107,7 @@
       item.appendChild(swatch);
       var text = latest === null
         ? line.label + ": none yet"
-        : line.label + ": " + formatNumber(latest) + " now, peak " + formatNumber(peak);
+        : line.label + ": " + formatNumber(latest) + " latest, peak " + formatNumber(peak);
       item.appendChild(document.createTextNode(text));
       legend.appendChild(item);
       summary.push(text);
