@@ -163,6 +163,7 @@ class Database:
             check=ConnectionPool.check_connection,
         )
         self._admin_threads = ThreadPoolExecutor(admin_pool_size, thread_name_prefix="stride-admin")
+        self._admin_busy: set[DbConnection] = set()
 
     async def open(self) -> None:
         """Start both pools without waiting: the server comes up even while the database
@@ -175,6 +176,10 @@ class Database:
         await self.reads.close()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._threads, self.writes.close)
+        # A dashboard read can take seconds on a large database (coverage reads every
+        # event): cancel it on the server rather than let it hold up the shutdown.
+        for conn in list(self._admin_busy):
+            await loop.run_in_executor(self._threads, conn.cancel_safe)
         await loop.run_in_executor(self._admin_threads, self.admin.close)
         self._threads.shutdown(wait=True)
         self._admin_threads.shutdown(wait=True)
@@ -193,7 +198,11 @@ class Database:
 
         def in_thread() -> T:
             with self.admin.connection() as conn:
-                return call(conn)
+                self._admin_busy.add(conn)
+                try:
+                    return call(conn)
+                finally:
+                    self._admin_busy.discard(conn)
 
         return await asyncio.get_running_loop().run_in_executor(self._admin_threads, in_thread)
 
