@@ -45,10 +45,11 @@ from stride.api.dashboard.sessions import (
     SESSION_LIFETIME,
     SIGNIN_COOKIE,
     SIGNIN_LIFETIME,
-    cookie_attributes,
+    clear_cookie,
     new_secret,
     safe_next,
     session_digest,
+    set_cookie,
     tokens_match,
 )
 from stride.api.dashboard.snapshots import Snapshot, SnapshotCache
@@ -296,11 +297,7 @@ def _signin_page(
         notice=notice,
     )
     response = HTMLResponse(body, status_code=status)
-    response.set_cookie(
-        SIGNIN_COOKIE,
-        csrf,
-        **cookie_attributes(secure=_secure(request), max_age=SIGNIN_LIFETIME),  # type: ignore[arg-type]
-    )
+    set_cookie(response, SIGNIN_COOKIE, csrf, secure=_secure(request), max_age=SIGNIN_LIFETIME)
     return response
 
 
@@ -352,12 +349,8 @@ async def signin(request: Request) -> Response:
     )
     response = RedirectResponse(next_path, status_code=303)
     lifetime = max(timedelta(seconds=1), expires_at - datetime.now(UTC))
-    response.set_cookie(
-        SESSION_COOKIE,
-        session_id,
-        **cookie_attributes(secure=_secure(request), max_age=lifetime),  # type: ignore[arg-type]
-    )
-    response.delete_cookie(SIGNIN_COOKIE, path="/admin")
+    set_cookie(response, SESSION_COOKIE, session_id, secure=_secure(request), max_age=lifetime)
+    clear_cookie(response, SIGNIN_COOKIE)
     return response
 
 
@@ -365,7 +358,7 @@ async def signin(request: Request) -> Response:
 async def signout(request: Request, session: Session, _: Form) -> RedirectResponse:
     await service.close_admin_session(database_of(request), session.digest)
     response = RedirectResponse("/admin/signin?signed_out=1", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/admin")
+    clear_cookie(response, SESSION_COOKIE)
     return response
 
 
@@ -878,7 +871,7 @@ def install(app: FastAPI) -> None:
         else:
             response = _error_page(403, "Your session has ended. Sign in again, then retry.")
         if request.cookies.get(SESSION_COOKIE):
-            response.delete_cookie(SESSION_COOKIE, path="/admin")
+            clear_cookie(response, SESSION_COOKIE)
         return response
 
     async def dashboard_error(request: Request, exc: Exception) -> Response:

@@ -17,6 +17,8 @@ import secrets
 from datetime import timedelta
 from urllib.parse import urlsplit
 
+from starlette.responses import Response
+
 SESSION_COOKIE = "stride_admin_session"
 SIGNIN_COOKIE = "stride_admin_signin"
 COOKIE_PATH = "/admin"
@@ -41,15 +43,23 @@ def tokens_match(sent: str | None, expected: str) -> bool:
     return hmac.compare_digest(sent.encode("utf-8", "replace"), expected.encode("utf-8"))
 
 
-def cookie_attributes(*, secure: bool, max_age: timedelta) -> dict[str, object]:
-    """Keyword arguments for Starlette's set_cookie."""
-    return {
-        "max_age": int(max_age.total_seconds()),
-        "path": COOKIE_PATH,
-        "httponly": True,
-        "samesite": "strict",
-        "secure": secure,
-    }
+def set_cookie(
+    response: Response, name: str, value: str, *, secure: bool, max_age: timedelta
+) -> None:
+    """Set one of the dashboard's cookies: HttpOnly, SameSite=Strict, scoped to /admin."""
+    response.set_cookie(
+        name,
+        value,
+        max_age=int(max_age.total_seconds()),
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=secure,
+    )
+
+
+def clear_cookie(response: Response, name: str) -> None:
+    response.delete_cookie(name, path=COOKIE_PATH, httponly=True, samesite="strict")
 
 
 def safe_next(target: str | None, default: str = "/admin/backfill") -> str:
