@@ -18,6 +18,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 demo: $(VENV)/.installed
+	@echo "stride is installed in $(BIN), not on your PATH: 'source $(BIN)/activate' puts it there (or run $(BIN)/stride)"
 	$(BIN)/stride demo run --users $(DEMO_USERS)
 
 test: $(VENV)/.installed
@@ -27,6 +28,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 stop: $(VENV)/.installed
 	$(BIN)/stride db stop

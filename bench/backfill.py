@@ -39,6 +39,7 @@ from bench.harness import (
 from stride.backfill.reports import run_progress
 from stride.backfill.trigger import trigger_backfill
 from stride.demo.population import seed_population
+from stride.storage.migrations import migrate
 
 
 def prepared_database(server: str, users: int, seed: int, reuse: bool) -> str:
@@ -49,6 +50,8 @@ def prepared_database(server: str, users: int, seed: int, reuse: bool) -> str:
         with psycopg.connect(url, autocommit=True) as conn:
             count = conn.execute("SELECT count(*) FROM users").fetchone()
             if count == (users,):
+                # A database seeded by an older stride gets the migrations since.
+                migrate(conn)
                 # Forget earlier runs: jobs, projections and snapshots, not history.
                 conn.execute(
                     "TRUNCATE background_jobs, projections, backfill_runs, backfill_snapshot_users"

@@ -19,7 +19,7 @@ from typing import Any
 from uuid import UUID
 
 from stride.domain.events import Event
-from stride.projections.registry import HANDLERS, fold_user
+from stride.projections.registry import READ_MODELS, fold_user
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 BLOCKS = ["strength_set", "continuous_endurance", "interval_endurance", "circuit_hybrid"]
@@ -103,7 +103,7 @@ def run_once(population: list[list[Event]]) -> float:
     """Seconds to fold every user once."""
     started = time.perf_counter()
     for events in population:
-        fold_user(events, NOW, HANDLERS)
+        fold_user(events, NOW, READ_MODELS)
     return time.perf_counter() - started
 
 

@@ -16,9 +16,10 @@ pending or processing), then print the runbook's verification reports.
   --database-url URL   PostgreSQL URL (default: $DATABASE_URL)
   --source LABEL       traceability/idempotency label (default: manual.objective_backfill)
   --no-verify          do not print the verification reports
-  --wait               show progress until the fan-out has drained, then report
+  --wait               show progress until nothing of the run is left to run, then
+                       report; exit 0 only when the run is complete
   --timeout SECONDS    with --wait, give up after SECONDS
-  --max-rate N         fan out at most N users per second
+  --max-rate N         refresh at most N users per second (caps the projection work)
   --json               machine-readable output
   -h, --help           this help
 USAGE

@@ -232,3 +232,31 @@ def test_worker_killed_during_fanout_and_projection_work(
         "AND p.projection_type IN ('objective_state', 'objective_advisory')) < 2"
     ).fetchone()
     assert missing == (0,)
+
+
+def test_trigger_says_job_and_users_and_wait_fails_when_nothing_completed(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    make_population(conn, 5)
+    first = run_script("--database-url", database_url, "--source", "s", "--json", "--no-verify")
+    job_id = json.loads(first.stdout)["trigger"]["job_id"]
+    # No worker is running: waiting gives up after its timeout and says not complete.
+    waited = run_script(
+        "--database-url", database_url, "--source", "s", "--wait", "--timeout", "2", "--no-verify"
+    )
+    assert waited.returncode == 1
+    assert waited.stdout.startswith(f"already in flight ({job_id})")
+    assert "still running: 0 of 5 users refreshed" in " ".join(waited.stderr.split())
+    again = run_script("--database-url", database_url, "--source", "s", "--json", "--no-verify")
+    assert json.loads(again.stdout)["trigger"] == {
+        "outcome": "in_flight",
+        "job_id": job_id,
+        "users": 5,
+        "message": f"already in flight ({job_id})",
+    }
+    assert stride("worker", "--database-url", database_url, "--once").returncode == 0
+    fresh = run_script("--database-url", database_url, "--source", "s", "--no-verify")
+    assert fresh.stdout.startswith("enqueued job ") and "(5 users snapshotted)" in fresh.stdout
+    history = stride("backfill", "history", "--database-url", database_url, "--source", "s")
+    assert history.returncode == 0
+    assert "complete" in history.stdout and "running" in history.stdout

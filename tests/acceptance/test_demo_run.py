@@ -9,10 +9,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.conftest import wait_until
+
 from stride.backfill.reports import DrainProgress, RunProgress
 from stride.backfill.trigger import TriggerResult
 from stride.demo.population import SeedProgress, SeedSummary
-from stride.demo.run import DemoSettings, run_demo
+from stride.demo.run import DemoSettings, fresh_demo_source, run_demo
 from stride.storage.migrations import Migration
 
 STRIDE = str(Path(sys.executable).with_name("stride"))
@@ -101,3 +103,26 @@ def test_demo_run_command(database_url: str, tmp_path: Path) -> None:
     assert "Coverage" in done.stdout
     assert "backfill of 30 users took" in done.stdout
     assert (tmp_path / "demo-workers.log").exists()
+
+
+def test_each_demo_run_backfills_under_a_label_of_its_own(
+    database_url: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "workers.log"
+    first_settings = DemoSettings(users=20, seed=5, worker_log=log)
+    first = run_demo(database_url, first_settings, RecordingObserver())
+    # Labels carry the second: a demo started within the same one waits for the next.
+    wait_until(lambda: fresh_demo_source() != first_settings.source, what="a new label")
+    second = run_demo(
+        database_url, DemoSettings(users=20, seed=5, worker_log=log), RecordingObserver()
+    )
+    assert first.complete and second.complete and second.seeded.already_seeded
+    assert first.status is not None and second.status is not None
+    runs = [first.status.run, second.status.run]
+    assert runs[0] is not None and runs[1] is not None
+    assert runs[0].source != runs[1].source
+    assert all(r is not None and r.source.startswith("demo.") and not r.label_reused for r in runs)
+    # The second run's reports count its own jobs, not the first run's as well.
+    reports = {r.name: r for r in second.status.reports}
+    assert reports["backfill_controller_status"].rows == [["completed", 1]]
+    assert runs[1].job_counts == {"completed": runs[1].jobs_enqueued}

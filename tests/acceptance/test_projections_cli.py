@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 from tests.populations import NOW, make_population
 
-from stride.projection_refresh import refresh_users
+from stride.readmodels.refresh import refresh_users
 
 STRIDE = [sys.executable, "-m", "stride.cli.main"]
 

@@ -277,13 +277,22 @@ def test_forms_trigger_verify_retry_and_show_users(
 
     queue = wait_until(queue_with_dead_job, timeout=30, what="the dead job on the queue page")
     assert "boom" in queue
+    job = session.get(f"/admin/jobs/{dead}")
+    assert job.status_code == 200 and "data-last-error>boom<" in job.text
+    assert f"Retry job {dead}" in job.text
+    assert session.get("/admin/jobs/999999999").status_code == 404
+    assert session.get("/admin/jobs/x1").status_code == 422
     retried = session.post("/admin/queue/retry", data={"job_id": str(dead), "csrf_token": csrf})
     assert f"Job {dead} is pending again." in session.get(retried.headers["location"]).text
     assert scalar(shared_database, "SELECT status FROM background_jobs WHERE id = %s", (dead,)) == (
         "pending"
     )
-    twice = session.post("/admin/queue/retry", data={"job_id": str(dead), "csrf_token": csrf})
-    assert "was not retried" in session.get(twice.headers["location"]).text
+    twice = session.post(
+        "/admin/queue/retry", data={"job_id": str(dead), "csrf_token": csrf, "back": "job"}
+    )
+    assert twice.headers["location"] == f"/admin/jobs/{dead}"
+    again = session.get(twice.headers["location"]).text
+    assert "was not retried" in again and "data-job-status>pending<" in again
 
     # The user page.
     user = users[1]

@@ -5,19 +5,25 @@ from __future__ import annotations
 import json
 import threading
 from datetime import timedelta
+from itertools import pairwise
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
+from tests.conftest import wait_until
 from tests.populations import NOW, make_population
 
 from stride.app import build_registry
-from stride.backfill import BACKFILL_JOB_TYPE
+from stride.backfill import fanout
 from stride.backfill.control import cancel_backfill
-from stride.backfill.fanout import fan_out_next_chunk, fanout_dedup_key, run_fan_out
-from stride.backfill.reports import run_progress, runbook_reports, users_on_old_model
+from stride.backfill.fanout import fan_out_step, fanout_dedup_key
+from stride.backfill.reports import run_history, run_progress, runbook_reports, users_on_old_model
 from stride.backfill.trigger import BackfillInputError, controller_dedup_key, trigger_backfill
 from stride.backfill.verify import verify_sample, verify_users
+from stride.domain.job_types import BACKFILL_JOB_TYPE
+from stride.queue.handlers import HandlerRegistry, JobCancelledError, JobContext
+from stride.queue.jobs import RetryPolicy, claim_due_jobs, mark_cancelled
 from stride.queue.worker import Worker
 
 COVERAGE_MISSING = """
@@ -100,7 +106,8 @@ def test_fanout_dedup_keys_built_in_sql_equal_the_python_keys(
     source = "deploy:v1 'quoted'"  # separators and quotes are part of the label
     trigger = trigger_backfill(conn, source)
     assert trigger.job_id is not None
-    _, users, jobs = fan_out_next_chunk(conn, trigger.job_id, chunk_users=12)
+    step = fan_out_step(conn, trigger.job_id, chunk_users=12)
+    users, jobs = step.users, step.jobs_enqueued
     assert users == 12 and jobs > 12
     rows = conn.execute(
         "SELECT dedup_key, payload->>'source', user_id, payload->>'event_type' "
@@ -184,8 +191,8 @@ def test_fanout_resumes_from_checkpoint_without_duplicates(
     trigger = trigger_backfill(conn, "deploy.v1")
     assert trigger.job_id is not None
     # Two chunks committed, then the controller "dies"; its successor resumes.
-    fan_out_next_chunk(conn, trigger.job_id, chunk_users=7)
-    fan_out_next_chunk(conn, trigger.job_id, chunk_users=7)
+    fan_out_step(conn, trigger.job_id, chunk_users=7)
+    fan_out_step(conn, trigger.job_id, chunk_users=7)
     position = conn.execute(
         "SELECT next_position FROM backfill_runs WHERE job_id = %s", (trigger.job_id,)
     ).fetchone()
@@ -228,7 +235,7 @@ def test_cancel_stops_pending_fanout_and_leaves_organic_jobs(
     users = make_population(conn, 20)
     trigger = trigger_backfill(conn, "deploy.v1")
     assert trigger.job_id is not None
-    fan_out_next_chunk(conn, trigger.job_id, chunk_users=10)
+    fan_out_step(conn, trigger.job_id, chunk_users=10)
     conn.execute(
         "INSERT INTO events (user_id, event_type, timestamp, data) "
         "VALUES (%s, 'set.logged', %s, '{}')",
@@ -300,13 +307,190 @@ def test_users_on_older_model_versions_counts_every_user(
     assert users_on_old_model(conn) == 1
 
 
-def test_max_rate_throttles_the_fan_out(conn: psycopg.Connection[Any], database_url: str) -> None:
+def test_max_rate_schedules_the_projection_work(conn: psycopg.Connection[Any]) -> None:
     make_population(conn, 30)
     trigger = trigger_backfill(conn, "slow", max_rate=10)
     assert trigger.job_id is not None
-    slept: list[float] = []
-    with psycopg.connect(database_url, autocommit=True) as own:
-        summary = run_fan_out(own, trigger.job_id, sleep=slept.append)
-    # 30 users at 10 users/s: chunks of 10 users, each followed by a pause.
-    assert summary.users == 30 and not summary.cancelled
-    assert len(slept) == 3 and sum(slept) > 2.0
+    # 10 users/s: a step takes two seconds' worth (20 users), and the controller
+    # comes back a second before that work runs out.
+    first = fan_out_step(conn, trigger.job_id)
+    assert (first.users, first.done) == (20, False)
+    assert 0.5 < first.next_step_in <= 1.0
+    second = fan_out_step(conn, trigger.job_id)
+    assert (second.first_position, second.users, second.done) == (21, 10, True)
+    # Each user's jobs are due 1/10 s after the previous user's, across both steps:
+    # the rate caps the projection work, not only the enqueueing.
+    due = conn.execute(
+        "SELECT s.position, min(j.scheduled_for) FROM background_jobs j "
+        "JOIN backfill_snapshot_users s ON s.user_id = j.user_id "
+        "WHERE j.job_type = 'projection.update' GROUP BY s.position ORDER BY s.position"
+    ).fetchall()
+    assert [position for position, _ in due] == list(range(1, 31))
+    gaps = [(b - a).total_seconds() for (_, a), (_, b) in pairwise(due)]
+    assert all(abs(gap - 0.1) < 0.001 for gap in gaps), gaps
+
+
+def test_a_job_pending_on_retry_keeps_the_run_incomplete(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    users = make_population(conn, 10)
+    # Every projection write for one user fails, as a full disk or a bad deploy would.
+    conn.execute(
+        sql.SQL("""
+        CREATE FUNCTION refuse_one_user() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.user_id = {} THEN RAISE EXCEPTION 'simulated write failure'; END IF;
+            RETURN NEW;
+        END $$
+        """).format(sql.Literal(str(users[3])))
+    )
+    conn.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON projections "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_one_user()"
+    )
+    trigger_backfill(conn, "retrying")
+    retry_soon = RetryPolicy(base_seconds=1, max_seconds=1, jitter=0)
+    Worker(database_url, build_registry(), retry_policy=retry_soon).run(once=True)
+    progress = run_progress(conn, "retrying")
+    assert progress is not None
+    assert progress.users_refreshed == 9 and progress.jobs_waiting_retry > 0
+    assert progress.job_counts["pending"] == progress.jobs_waiting_retry
+    assert not progress.complete and progress.outcome == "running"
+    assert any("waiting to retry after a failure" in p for p in progress.problems())
+
+    conn.execute("DROP TRIGGER refuse ON projections")
+    wait_until(
+        lambda: (
+            conn.execute("SELECT max(scheduled_for) <= now() FROM background_jobs").fetchone()
+            == (True,)
+        ),
+        what="the retry due",
+    )
+    Worker(database_url, build_registry(), retry_policy=retry_soon).run(once=True)
+    progress = run_progress(conn, "retrying")
+    assert progress is not None and progress.complete
+
+
+def test_a_reused_label_reports_its_latest_run_alone(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    make_population(conn, 20)
+    first = trigger_backfill(conn, "reused")
+    drain(database_url)
+    second = trigger_backfill(conn, "reused")
+    assert second.outcome == "enqueued" and second.job_id != first.job_id
+    progress = run_progress(conn, "reused")
+    assert progress is not None and progress.job_id == second.job_id
+    assert (progress.runs_of_source, progress.label_reused) == (2, True)
+    # Nothing of the second run has run: its own counts, not the first run's.
+    assert progress.users_refreshed == 0 and progress.job_counts == {}
+    assert not progress.complete
+    drain(database_url)
+    progress = run_progress(conn, "reused")
+    assert progress is not None and progress.complete
+    assert progress.job_counts == {"completed": progress.jobs_enqueued}
+    both_runs = conn.execute(
+        "SELECT count(*) FROM background_jobs WHERE job_type = 'projection.update' "
+        "AND payload->>'source' = 'reused'"
+    ).fetchone()
+    assert both_runs == (2 * progress.jobs_enqueued,)
+
+
+def test_history_lists_every_run_with_its_outcome(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    make_population(conn, 12)
+    done = trigger_backfill(conn, "a")
+    drain(database_url)
+    stopped = trigger_backfill(conn, "a")
+    assert stopped.job_id is not None
+    fan_out_step(conn, stopped.job_id, chunk_users=5)
+    cancel_backfill(conn, "a")
+    running = trigger_backfill(conn, "b", max_rate=5)
+    runs = run_history(conn)
+    assert [(r.job_id, r.source, r.outcome) for r in runs] == [
+        (running.job_id, "b", "running"),
+        (stopped.job_id, "a", "cancelled"),
+        (done.job_id, "a", "complete"),
+    ]
+    assert [r.users_total for r in runs] == [12, 12, 12]
+    assert runs[2].users_refreshed == 12 and runs[2].dead_jobs == 0
+    assert runs[2].duration_seconds > 0 and runs[1].cancelled_at is not None
+    assert [r.job_id for r in run_history(conn, "a", limit=1)] == [stopped.job_id]
+    assert run_history(conn, "never") == []
+
+
+def test_a_trigger_in_flight_reports_the_runs_users(conn: psycopg.Connection[Any]) -> None:
+    make_population(conn, 7)
+    first = trigger_backfill(conn, "deploy.v1")
+    assert first.describe() == f"enqueued job {first.job_id} (7 users snapshotted)"
+    again = trigger_backfill(conn, "deploy.v1")
+    assert again.as_dict() == {
+        "outcome": "in_flight",
+        "job_id": first.job_id,
+        "users": 7,
+        "message": f"already in flight ({first.job_id})",
+    }
+
+
+def test_the_controller_runs_one_chunk_per_step_and_completes_after_the_last(
+    conn: psycopg.Connection[Any], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_population(conn, 25)
+    trigger = trigger_backfill(conn, "steps")
+    monkeypatch.setattr(fanout, "DEFAULT_CHUNK_USERS", 10)
+    # A claim of one job at a time: organic work enqueued meanwhile runs between steps.
+    organic_after_first_step: list[int] = []
+    registry = build_registry()
+    controller = registry.get(BACKFILL_JOB_TYPE)
+    assert controller is not None
+
+    def step_then_log_in(ctx: JobContext) -> None:
+        controller.handler(ctx)
+        if not organic_after_first_step:
+            organic_after_first_step.append(1)
+            ctx.conn.execute(
+                "INSERT INTO events (user_id, event_type, timestamp, data) "
+                "SELECT id, 'set.logged', now(), '{}' FROM users ORDER BY id LIMIT 1"
+            )
+
+    patched = HandlerRegistry()
+    patched.register(BACKFILL_JOB_TYPE, step_then_log_in)
+    projection = registry.get("projection.update")
+    assert projection is not None
+    patched.register_batch(
+        "projection.update", projection.handler, serialize_by_user=projection.serialize_by_user
+    )
+    Worker(database_url, patched, batch_size=1).run(once=True)
+    assert conn.execute(
+        "SELECT status, attempt FROM background_jobs WHERE id = %s", (trigger.job_id,)
+    ).fetchone() == ("completed", 1)  # three steps, one attempt: deferrals spend none
+    # The organic job, enqueued during the first step, completed before the second step.
+    order = conn.execute(
+        "SELECT coalesce(payload->>'source', 'organic') FROM background_jobs "
+        "WHERE job_type = 'projection.update' AND started_at IS NOT NULL "
+        "ORDER BY started_at LIMIT 1"
+    ).fetchone()
+    assert order == ("organic",)
+    progress = run_progress(conn, "steps")
+    assert progress is not None and progress.complete and progress.users_fanned_out == 25
+
+
+def test_a_controller_held_by_a_worker_at_cancel_ends_cancelled_at_its_next_step(
+    conn: psycopg.Connection[Any],
+) -> None:
+    make_population(conn, 20)
+    trigger = trigger_backfill(conn, "held")
+    [held] = claim_due_jobs(conn, "worker-a", 10, 30)
+    assert held.id == trigger.job_id
+    result = cancel_backfill(conn, "held")
+    # A processing controller cannot be cancelled under its worker: the run is marked.
+    assert (result.runs_stopped, result.jobs_cancelled) == (1, 0)
+    context = JobContext(conn, held, "worker-a", "", lambda jobs: True)
+    with pytest.raises(JobCancelledError, match="cancelled"):
+        build_registry().get(BACKFILL_JOB_TYPE).handler(context)  # type: ignore[union-attr]
+    assert mark_cancelled(conn, held, "cancelled")
+    assert conn.execute("SELECT count(*) FROM background_jobs").fetchone() == (1,)  # no chunk
+    progress = run_progress(conn, "held")
+    assert progress is not None and progress.outcome == "cancelled" and progress.drained
+    assert progress.controller_status == "cancelled" and not progress.complete

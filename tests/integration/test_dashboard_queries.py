@@ -15,13 +15,13 @@ from psycopg.types.json import Jsonb
 from tests.populations import make_population
 
 from stride.api.service import issue_token
-from stride.backfill.reports import model_version_counts, run_history
+from stride.backfill.reports import model_version_counts
+from stride.backfill.sources import known_sources
 from stride.backfill.trigger import trigger_backfill
 from stride.queue.jobs import NewJob, claim_due_jobs, enqueue, mark_dead, retry_job
 from stride.queue.status import (
     COMPLETIONS_SQL,
     GIVEN_UP_JOBS_SQL,
-    LEASE_HOLDERS_SQL,
     SOURCE_COMPLETIONS_SQL,
     USER_JOBS_SQL,
     completions,
@@ -84,22 +84,27 @@ def test_queue_overview_counts_priorities_leases_and_given_up_jobs(conn: Conn) -
     overview = queue_overview(conn)
     counts = {(c.job_type, c.status, c.priority): c.count for c in overview.counts}
     assert counts[("a", "pending", 5)] == 3 and counts[("a", "pending", -10)] == 1
-    assert ("a", "pending", 8) not in counts
-    # The CLI's view, summed over priorities, rides along.
-    assert ("a", "pending", 4) in overview.status.counts
-    assert overview.status.expired_leases == 1
-    assert overview.status.oldest_due_pending_seconds is not None
-    holders = {h.owner: h for h in overview.lease_holders}
-    assert holders["w1"].jobs == 2 and holders["w1"].expired == 1
-    assert holders["w2"].jobs == 1 and holders["w2"].expired == 0
-    assert [h.owner for h in overview.lease_holders] == ["w1", "w2"]  # oldest lease first
-    newest = overview.given_up[0]
-    assert {j.id for j in overview.given_up[:2]} >= {dead}
+    assert counts[("b", "processing", 0)] == 3
+    assert overview.expired_leases == 1
+    assert overview.oldest_due_pending_seconds is not None
+    # `stride workers`' report rides along: lease owners without a heartbeat row.
+    workers = {w.worker_id: w for w in overview.workers.workers}
+    assert workers["w1"].jobs_in_hand == 2 and workers["w2"].jobs_in_hand == 1
+    assert not workers["w1"].registered
+    assert overview.workers.due_pending == {"a": 4}
     found = next(j for j in overview.given_up if j.id == dead)
     assert found.payload == {"user_id": str(user), "n": 1}
     assert found.error_message is not None and len(found.error_message) == 5012  # never cut
-    assert found.max_retries == 5 and newest.status in ("dead", "failed")
+    assert found.max_retries == 5
+    assert {j.status for j in overview.given_up} == {"dead", "failed"}
     assert sorted(overview.given_up_counts) == [("c", "dead", 1), ("c", "failed", 1)]
+
+
+def test_queue_counts_show_jobs_waiting_for_a_retry_as_retrying(conn: Conn) -> None:
+    _insert_job(conn, job_type="a", attempt=1, error_message="ValueError: boom")
+    _insert_job(conn, job_type="a")
+    counts = {(c.job_type, c.status): c.count for c in queue_overview(conn).counts}
+    assert counts == {("a", "retrying"): 1, ("a", "pending"): 1}
 
 
 def test_completions_are_bucketed_by_type_and_source(conn: Conn) -> None:
@@ -150,7 +155,7 @@ def test_user_views(conn: Conn) -> None:
     assert mark_dead(conn, doomed, "no handler")
 
     jobs = user_jobs(conn, user)
-    assert {j.status for j in jobs} <= {"pending", "processing", "dead"}
+    assert {j.status for j in jobs} <= {"pending", "retrying", "processing", "dead"}
     assert pending.job_id in {j.id for j in jobs if j.status == "pending"}
     assert job in {j.id for j in jobs if j.status == "dead"}
     assert all(j.job_type in ("projection.update", "doomed") for j in jobs)
@@ -186,20 +191,12 @@ def test_retry_job_revives_one_dead_job_only_while_its_key_is_free(conn: Conn) -
     ).fetchone() == ("dead",)
 
 
-def test_run_history_and_model_versions(conn: Conn) -> None:
+def test_known_sources_and_model_versions(conn: Conn) -> None:
     make_population(conn, 6)
-    first = trigger_backfill(conn, "history-a")
-    second = trigger_backfill(conn, "history-b")
-    conn.execute(
-        "UPDATE backfill_runs SET cancel_requested = true WHERE job_id = %s", (first.job_id,)
-    )
-    runs = run_history(conn)
-    assert [r.job_id for r in runs] == [second.job_id, first.job_id]
-    assert runs[0].source == "history-b" and runs[0].outcome == "running"
-    assert runs[1].outcome == "cancelled"
-    assert runs[0].users_total == 6
-    assert [r.source for r in run_history(conn, "history-a")] == ["history-a"]
-    assert run_history(conn, limit=1)[0].job_id == second.job_id
+    assert known_sources(conn) == []
+    trigger_backfill(conn, "sources-a")
+    trigger_backfill(conn, "sources-b")
+    assert known_sources(conn) == ["sources-b", "sources-a"]  # newest run first
 
     assert model_version_counts(conn) == []
     [user_a, user_b] = [r[0] for r in conn.execute("SELECT id FROM users LIMIT 2").fetchall()]
@@ -301,7 +298,6 @@ def test_dashboard_queries_use_indexes_not_seq_scans(conn: Conn) -> None:
     conn.execute("VACUUM ANALYZE background_jobs")
     recent = datetime.now(UTC) - timedelta(seconds=30)
     cases: list[tuple[str, str, dict[str, Any], str]] = [
-        ("lease holders", LEASE_HOLDERS_SQL, {}, "background_jobs_lease"),
         ("given-up jobs", GIVEN_UP_JOBS_SQL, {"limit": 50}, "background_jobs_given_up"),
         (
             "completions",

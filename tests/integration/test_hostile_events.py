@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from stride.domain.events import OBJECTIVE_EVENT_TYPES, RETRACTION_EVENT_TYPE
 from stride.domain.validation import EventValidationError, NewEvent, validate_event
-from stride.projections.registry import HANDLERS, fold_user
+from stride.projections.registry import READ_MODELS, fold_user
 from stride.storage.event_store import append_event
 from stride.storage.projection_store import (
     ProjectionWrite,
@@ -147,12 +147,12 @@ def _stored_or_rejected(conn: Conn, event: NewEvent) -> None:
 
     # What a projection job does with this user: load, fold, write.
     user_id = validate_event(event).user_id
-    for handler in HANDLERS:
+    for read_model in READ_MODELS:
         history = load_events_for_users(
-            conn, [user_id], handler.input_event_types, handler.timestamp_only_event_types
+            conn, [user_id], read_model.input_event_types, read_model.timestamp_only_event_types
         )[user_id]
-        outputs = fold_user(history, NOW, [handler])
-        versions = {(t, k): v for t, k, v in handler.outputs}
+        outputs = fold_user(history, NOW, [read_model])
+        versions = {(t, k): v for t, k, v in read_model.outputs}
         with conn.transaction():
             write_projections(
                 conn,

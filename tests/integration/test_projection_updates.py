@@ -10,8 +10,8 @@ import psycopg
 
 from stride.app import build_registry
 from stride.domain.validation import NewEvent
-from stride.projection_refresh import refresh_users
 from stride.queue.worker import Worker
+from stride.readmodels.refresh import refresh_users
 from stride.storage.event_store import append_event, append_events
 from stride.storage.projection_store import read_projections
 from stride.storage.users import add_user
@@ -146,3 +146,48 @@ def test_malformed_event_data_never_kills_the_projection(
     assert dead.fetchone() == (0,)
     stored = projections(conn, user)
     assert set(stored) == {"objective_state", "objective_advisory"}
+
+
+def test_unreadable_stored_events_are_skipped_and_recorded(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    """Rows stored before validation refused them (written here with raw SQL, as an
+    older stride or another writer could have) never cost a user their projections,
+    nor fail the jobs of other users claimed in the same batch."""
+    hurt = add_user(conn)
+    bystander = add_user(conn)
+    append_events(
+        conn,
+        [
+            NewEvent(hurt, "profile.updated", T0, {"training_modality": "running"}),
+            NewEvent(bystander, "profile.updated", T0, {"training_modality": "crossfit"}),
+        ],
+    )
+    nested = "[" * 1500 + "]" * 1500
+    bad = conn.execute(
+        """
+        INSERT INTO events (user_id, event_type, "timestamp", data)
+        VALUES (%(u)s, 'objective.set', '10000-01-01T00:00:00Z', '{"objective_id": "x"}'),
+               (%(u)s, 'set.logged', '0001-01-01T00:00:00Z BC', '{}'),
+               (%(u)s, 'objective.set', %(t)s, '{"objective_id": "y", "confidence": 1e400}'),
+               (%(u)s, 'profile.updated', %(t)s, ('{"deep": ' || %(nested)s || '}')::jsonb)
+        RETURNING id
+        """,
+        {"u": hurt, "t": T0 + timedelta(hours=1), "nested": nested},
+    ).fetchall()
+    drain(database_url)
+
+    statuses = conn.execute(
+        "SELECT status, count(*) FROM background_jobs GROUP BY status"
+    ).fetchall()
+    assert dict(statuses) == {"completed": 6}
+    state = projections(conn, hurt)["objective_state"]
+    assert state.data["modality"]["declared"] == "endurance"  # the readable event still counts
+    quality = state.data["data_quality"]
+    assert quality["unreadable_events_count"] == 4
+    assert {e["event_id"] for e in quality["unreadable_events"]} == {str(r[0]) for r in bad}
+    assert state.last_event_id is not None and state.last_event_id not in {r[0] for r in bad}
+    advisory = projections(conn, hurt)["objective_advisory"]
+    assert advisory.data["data_quality"]["unreadable_events_count"] == 4
+    untouched = projections(conn, bystander)["objective_state"]
+    assert "unreadable_events" not in untouched.data["data_quality"]

@@ -136,6 +136,24 @@ def test_enqueue_from_query_inserts_in_query_order_skipping_keys_in_flight(
     assert enqueue_from_query(conn, TARGETS, {"users": 2, "priority": 0}) == 6
 
 
+def test_enqueue_from_query_takes_optional_columns_by_name(conn: Conn) -> None:
+    later = sql.SQL("""
+    SELECT 'q.later' AS job_type, jsonb_build_object('n', n) AS payload, NULL::uuid AS user_id,
+           0 AS priority, NULL::text AS dedup_key,
+           now() + make_interval(secs => n * 60) AS scheduled_for, 9 AS max_retries
+    FROM generate_series(1, 3) AS n
+    """)
+    assert enqueue_from_query(conn, later, {}, optional_columns=("scheduled_for",)) == 3
+    rows = conn.execute(
+        "SELECT round(extract(epoch FROM scheduled_for - created_at)), max_retries "
+        "FROM background_jobs ORDER BY id"
+    ).fetchall()
+    assert [(int(delay), retries) for delay, retries in rows] == [(60, 5), (120, 5), (180, 5)]
+    assert claim_due_jobs(conn, "w", 10, 30) == []  # none of them is due yet
+    with pytest.raises(ValueError, match="unknown optional columns"):
+        enqueue_from_query(conn, later, {}, optional_columns=("status",))
+
+
 def test_an_enqueue_of_several_types_notifies_any_type(database_url: str, conn: Conn) -> None:
     with psycopg.connect(database_url, autocommit=True) as listener:
         listener.execute(LISTEN_SQL)

@@ -1,4 +1,4 @@
-"""Query-plan regression: the claim query must walk an index, never scan the whole queue."""
+"""Query-plan regression: the claim query and the runbook's progress queries walk an index."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from stride.queue.jobs import CLAIM_SQL, CLAIM_TYPES_SQL
+from stride.queue.jobs import CLAIM_SQL, CLAIM_TYPES_SQL, NewJob, claim_due_jobs, complete, enqueue
+from stride.storage.queries import load_queries
 
 Conn = psycopg.Connection[Any]
 
@@ -60,3 +61,52 @@ def test_claim_query_uses_an_index_not_a_seq_scan(conn: Conn, with_types: bool) 
     scans = [(n["Node Type"], n.get("Index Name")) for n in nodes if "Scan" in n["Node Type"]]
     assert not [n for n in nodes if n["Node Type"] == "Seq Scan"], scans
     assert ("Index Scan", "background_jobs_claim") in scans, scans
+
+
+# Several backfills' worth of jobs: organic ones without a source, and fan-out
+# jobs of 20 sources (one of them long and incompressible), mostly finished.
+POPULATE_SOURCES = """
+INSERT INTO background_jobs (job_type, payload, status, completed_at)
+SELECT CASE WHEN g %% 1000 IN (3, 7) THEN 'inference.objective_backfill'
+            ELSE 'projection.update' END,
+       CASE WHEN g %% 3 = 0 THEN jsonb_build_object('event_id', g::text)
+            WHEN g %% 20 = 7 THEN jsonb_build_object('source', %(long_source)s::text)
+            ELSE jsonb_build_object('source', 'deploy.v' || (g %% 20)) END,
+       CASE WHEN g %% 10 < 8 THEN 'completed' ELSE 'pending' END,
+       CASE WHEN g %% 10 < 8 THEN now() END
+FROM generate_series(1, 60000) AS g
+"""
+LONG_SOURCE = "SELECT string_agg(md5(i::text), '') FROM generate_series(1, 200) AS i"
+
+
+@pytest.mark.parametrize("report", ["backfill_controller_status", "backfill_fanout_status"])
+@pytest.mark.parametrize("which", ["short", "long"])
+def test_runbook_progress_queries_use_the_source_index(conn: Conn, report: str, which: str) -> None:
+    long_source = conn.execute(LONG_SOURCE).fetchone()[0]  # type: ignore[index]
+    conn.execute(POPULATE_SOURCES, {"long_source": long_source})
+    conn.execute("ANALYZE background_jobs")
+    source = "deploy.v3" if which == "short" else long_source
+    query = load_queries("runbook_reports.sql")[report]
+    row = conn.execute("EXPLAIN (FORMAT JSON) " + query, {"source": source}).fetchone()
+    assert row is not None
+    nodes = list(_plan_nodes(row[0][0]["Plan"]))
+    scans = [(n["Node Type"], n.get("Index Name")) for n in nodes if "Scan" in n["Node Type"]]
+    assert not [n for n in nodes if n["Node Type"] == "Seq Scan"], scans
+    assert any(name == "background_jobs_source" for _, name in scans), scans
+    # And the query runs: a 6,400-character source is just another value.
+    counts = dict(conn.execute(query, {"source": source}).fetchall())
+    assert sum(counts.values()) > 0
+
+
+def test_a_job_with_any_source_can_be_claimed_and_completed(conn: Conn) -> None:
+    """The claim and the settlement rewrite index rows: no source is too long for them."""
+    long_source = conn.execute(
+        "SELECT string_agg(md5(i::text), '') FROM generate_series(1, 3000) AS i"
+    ).fetchone()[0]  # type: ignore[index]
+    job_id = enqueue(conn, NewJob("t", {"source": long_source})).job_id
+    [job] = claim_due_jobs(conn, "w", 10, 30.0)
+    assert job.id == job_id
+    assert complete(conn, job)
+    assert conn.execute(
+        "SELECT status FROM background_jobs WHERE payload->>'source' = %s", (long_source,)
+    ).fetchone() == ("completed",)

@@ -14,7 +14,13 @@ import psycopg
 import pytest
 from tests.conftest import wait_until
 
-from stride.queue.handlers import BatchContext, HandlerRegistry, JobContext, PermanentJobError
+from stride.queue.handlers import (
+    BatchContext,
+    HandlerRegistry,
+    JobCancelledError,
+    JobContext,
+    PermanentJobError,
+)
 from stride.queue.jobs import NewJob, RetryPolicy, enqueue, enqueue_many
 from stride.queue.maintenance import MAINTENANCE_LOCK_KEY
 from stride.queue.user_locks import USER_LOCK_NAMESPACE, user_lock_key
@@ -184,6 +190,51 @@ def test_batch_handler_defers_jobs_without_spending_attempts(database_url: str, 
     assert set(rows) == {(0, True)}
 
 
+def test_a_single_job_runs_as_steps_deferring_itself_between_them(
+    database_url: str, effects: Conn
+) -> None:
+    """Each step's writes commit with the deferral; other jobs run between the steps."""
+    order: list[str] = []
+    registry = HandlerRegistry()
+
+    def stepwise(ctx: JobContext) -> None:
+        done = effects.execute(
+            "SELECT count(*) FROM effects WHERE job_id = %s", (ctx.job.id,)
+        ).fetchone()
+        step = int(done[0]) if done else 0
+        order.append(f"step {step}")
+        ctx.conn.execute("INSERT INTO effects VALUES (%s, %s)", (ctx.job.id, f"step {step}"))
+        if step < 2:
+            ctx.defer(0)
+
+    def other(ctx: JobContext) -> None:
+        order.append("other")
+
+    registry.register("stepwise", stepwise)
+    registry.register("other", other)
+    long_job = enqueue(effects, NewJob("stepwise", {})).job_id
+    enqueue(effects, NewJob("other", {}, priority=1))
+    # One claim at a time: the other job, enqueued later but of higher priority, runs
+    # before the long job's first step; the long job takes three runs, no attempt spent.
+    Worker(database_url, registry, batch_size=1).run(once=True)
+    assert order == ["other", "step 0", "step 1", "step 2"]
+    assert job_row(effects, long_job) == ("completed", 1, None)
+
+
+def test_a_job_that_finds_its_work_cancelled_ends_cancelled(database_url: str, conn: Conn) -> None:
+    registry = HandlerRegistry()
+
+    def handle(ctx: JobContext) -> None:
+        ctx.conn.execute("CREATE TABLE never_committed (x int)")
+        raise JobCancelledError("the run it belongs to was cancelled")
+
+    registry.register("c", handle)
+    job_id = enqueue(conn, NewJob("c", {}, max_retries=5)).job_id
+    Worker(database_url, registry, retry_policy=FAST_RETRY).run(once=True)
+    assert job_row(conn, job_id) == ("cancelled", 1, "the run it belongs to was cancelled")
+    assert conn.execute("SELECT to_regclass('never_committed')").fetchone() == (None,)
+
+
 def test_projection_work_for_one_user_never_runs_concurrently(
     start_worker: WorkerStarter, conn: Conn
 ) -> None:
@@ -245,7 +296,11 @@ def test_heartbeat_keeps_a_long_job_leased(start_worker: WorkerStarter, conn: Co
 
     def slow(ctx: JobContext) -> None:
         runs.append(ctx.job.attempt)
-        release.wait(10)
+        # Work longer than a lease heartbeats: that also touches the job's
+        # transaction, which the server would otherwise end once it has sat
+        # idle for a lease (idle_in_transaction_session_timeout).
+        while not release.wait(0.1):
+            assert ctx.heartbeat()
         assert ctx.heartbeat()
 
     registry.register("slow", slow)
@@ -480,3 +535,76 @@ def test_one_elected_worker_maintains_the_queue_and_another_takes_over(
         (again,),
     )
     wait_until(lambda: job_row(conn, again)[0] == "completed", what="reclaimed by the new leader")
+
+
+# Makes the claim of one job fail inside the database, as an index row too large
+# for its index did: SQLSTATE 54000, which psycopg files under OperationalError.
+POISON_CLAIM = """
+CREATE FUNCTION poison_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.payload ? 'poison' AND NEW.status = 'processing' THEN
+        RAISE EXCEPTION 'index row size exceeds maximum' USING ERRCODE = '54000';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER poison_claim BEFORE UPDATE ON background_jobs
+    FOR EACH ROW EXECUTE FUNCTION poison_claim();
+"""
+
+
+def test_a_claim_that_fails_in_the_database_backs_off_and_never_reconnects(
+    start_worker: WorkerStarter, conn: Conn, caplog: pytest.LogCaptureFixture
+) -> None:
+    conn.execute(POISON_CLAIM)
+    registry = HandlerRegistry()
+    registry.register("t", lambda ctx: None)
+    enqueue(conn, NewJob("t", {"poison": True}, priority=1))
+    enqueue_many(conn, [NewJob("t", {"n": n}) for n in range(10)])
+    start_worker(registry)
+    wait_until(lambda: "runner_error" in caplog.text, what="the claim failed")
+    time.sleep(2.0)
+    errors = [r for r in caplog.records if "runner_error" in r.getMessage()]
+    # Backoff 0.1, 0.2, 0.4, 0.8 s...: a handful of lines in two seconds, not hundreds.
+    assert 2 <= len(errors) <= 6, [r.getMessage() for r in errors]
+    assert "ProgramLimitExceeded" in errors[0].getMessage()
+    assert not [r for r in caplog.records if "connection lost" in r.getMessage()]
+    assert not [r for r in caplog.records if "reconnect" in r.getMessage()]
+    # The runner's session survived it all: once the cause is gone, work flows.
+    conn.execute("DROP TRIGGER poison_claim ON background_jobs")
+    wait_until(lambda: statuses(conn) == {"completed": 11}, timeout=15, what="all completed")
+
+
+def test_a_lock_held_past_the_lock_timeout_defers_the_batch_without_spending_attempts(
+    start_worker: WorkerStarter, effects: Conn, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = HandlerRegistry()
+
+    def write(ctx: BatchContext) -> None:
+        ctx.conn.execute(
+            "INSERT INTO effects (job_id) SELECT unnest(%s::bigint[])", ([j.id for j in ctx.jobs],)
+        )
+
+    registry.register_batch("w", write)
+    with psycopg.connect(database_url) as holder:
+        # An operator's exclusive lock, held for several leases.
+        holder.execute("LOCK TABLE effects IN ACCESS EXCLUSIVE MODE")
+        enqueue_many(effects, [NewJob("w", {"n": n}) for n in range(30)])
+        start_worker(registry, lease_seconds=0.8)  # lock_timeout 200 ms
+        wait_until(lambda: caplog.text.count("lock_wait_timeout") >= 3, what="three lock timeouts")
+        # Back to pending between tries, attempts untouched, nothing given up on.
+        wait_until(
+            lambda: (
+                effects.execute(
+                    "SELECT bool_and(status = 'pending' AND attempt = 0) FROM background_jobs"
+                ).fetchone()
+                == (True,)
+            ),
+            what="deferred, not failed",
+        )
+    wait_until(lambda: statuses(effects) == {"completed": 30}, what="done once the lock is gone")
+    assert effects.execute("SELECT max(attempt), count(*) FROM background_jobs").fetchone() == (
+        1,
+        30,
+    )
+    assert effects.execute("SELECT count(*) FROM effects").fetchone() == (30,)
+    assert "connection lost" not in caplog.text and "job_failed" not in caplog.text

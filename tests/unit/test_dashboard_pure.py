@@ -358,79 +358,38 @@ def test_formatting() -> None:
 
 @dataclass
 class FakeRun:
-    job_id: int = 7
-    source: str = "s"
-    controller_status: str = "processing"
+    """The RunProgress fields the panel reads."""
+
     users_total: int = 1000
-    users_fanned_out: int = 1000
-    jobs_enqueued: int = 3000
     users_refreshed: int = 400
-    job_counts: dict[str, int] | None = None
-    created_at: datetime = T0
-    fanout_done: bool = True
-    open_jobs: int = 100
-    is_complete: bool = False
-
-    @property
-    def jobs_open(self) -> int:
-        return self.open_jobs
-
-    @property
-    def complete(self) -> bool:
-        return self.is_complete
+    outcome: str = "running"
+    drained: bool = False
 
     def problems(self) -> list[str]:
-        return [] if self.is_complete else ["600 users not refreshed"]
+        return ["600 users not refreshed"]
 
 
 def test_run_panel_while_running_divides_what_is_left_by_the_recent_rate() -> None:
-    panel = views.run_panel(
-        FakeRun(),  # type: ignore[arg-type]
-        now=at(60),
-        users_per_s=50.0,
-        jobs_per_s=150.0,
-        last_activity=at(59),
-    )
+    panel = views.run_panel(FakeRun(), users_per_s=50.0, jobs_per_s=150.0)  # type: ignore[arg-type]
     assert panel.state == "running" and panel.running
     assert panel.percent == pytest.approx(40.0)
     assert panel.eta_seconds == pytest.approx(12.0)
-    assert panel.elapsed_seconds == pytest.approx(60.0)
-    assert panel.problems == []
+    assert (panel.users_per_s, panel.jobs_per_s) == (50.0, 150.0)
+    assert panel.problems == []  # said once the run settles
+    unknown = views.run_panel(FakeRun(), users_per_s=None, jobs_per_s=None)  # type: ignore[arg-type]
+    assert unknown.eta_seconds is None
 
 
-def test_run_panel_once_drained_reports_the_outcome_and_total_time() -> None:
-    done = FakeRun(
-        controller_status="completed", open_jobs=0, users_refreshed=1000, is_complete=True
-    )
-    panel = views.run_panel(
-        done,  # type: ignore[arg-type]
-        now=at(600),
-        users_per_s=None,
-        jobs_per_s=None,
-        last_activity=at(40),
-    )
-    assert panel.state == "complete"
-    assert panel.eta_seconds == 0.0
-    assert panel.elapsed_seconds == pytest.approx(40.0)
-    assert panel.average_users_per_s == pytest.approx(25.0)
-    short = FakeRun(controller_status="completed", open_jobs=0, users_refreshed=900)
-    incomplete = views.run_panel(
-        short,  # type: ignore[arg-type]
-        now=at(600),
-        users_per_s=None,
-        jobs_per_s=None,
-        last_activity=at(40),
-    )
-    assert incomplete.state == "incomplete" and incomplete.problems
-    cancelled = views.run_panel(
-        short,  # type: ignore[arg-type]
-        now=at(600),
-        users_per_s=None,
-        jobs_per_s=None,
-        last_activity=None,
-        cancel_requested=True,
-    )
-    assert cancelled.state == "cancelled" and cancelled.eta_seconds is None
+def test_run_panel_once_settled_shows_the_outcome_and_no_rates() -> None:
+    done = FakeRun(users_refreshed=1000, outcome="complete", drained=True)
+    panel = views.run_panel(done, users_per_s=80.0, jobs_per_s=240.0)  # type: ignore[arg-type]
+    assert panel.state == "complete" and not panel.running
+    assert panel.eta_seconds == 0.0 and panel.percent == 100.0
+    assert panel.users_per_s is None and panel.jobs_per_s is None
+    cancelled = FakeRun(users_refreshed=900, outcome="cancelled", drained=True)
+    stopped = views.run_panel(cancelled, users_per_s=None, jobs_per_s=None)  # type: ignore[arg-type]
+    assert stopped.state == "cancelled" and stopped.eta_seconds is None
+    assert stopped.problems == ["600 users not refreshed"]
 
 
 @dataclass(frozen=True)
@@ -446,13 +405,15 @@ def test_count_table_pivots_statuses_into_columns() -> None:
         Count("projection.update", "pending", -10, 5),
         Count("projection.update", "completed", -10, 7),
         Count("projection.update", "pending", 0, 2),
+        Count("projection.update", "retrying", 0, 1),
         Count("weird", "paused", 0, 1),
     ]
     columns, rows = views.count_table(counts)  # type: ignore[arg-type]
     assert columns == [*views.STATUSES, "paused"]
     assert [(r.job_type, r.priority, r.total) for r in rows] == [
-        ("projection.update", 0, 2),
+        ("projection.update", 0, 3),
         ("projection.update", -10, 12),
         ("weird", 0, 1),
     ]
-    assert views.totals_by_status(counts) == {"pending": 7, "completed": 7, "paused": 1}  # type: ignore[arg-type]
+    totals = views.totals_by_status(counts)  # type: ignore[arg-type]
+    assert totals == {"pending": 7, "retrying": 1, "completed": 7, "paused": 1}

@@ -1,4 +1,4 @@
-"""Properties every fold must keep (spec §4), and the registration the I/O shell uses."""
+"""Properties every fold must keep (docs/contract.md §4), and the read models' registration."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from stride.domain.events import OBJECTIVE_EVENT_TYPES, RETRACTION_EVENT_TYPE, Event
 from stride.projections import objective_advisory, objective_state
 from stride.projections.registry import (
-    HANDLERS,
     OBJECTIVE_FOUNDATION,
+    READ_MODELS,
     fold_objective_foundation,
     fold_user,
-    handlers_for_event_type,
+    read_models_for_event_type,
 )
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -126,7 +126,7 @@ def render(outputs: dict[tuple[str, str], dict[str, Any]]) -> str:
 
 
 def fold(events: list[Event], now: datetime = NOW) -> str:
-    return render(fold_user(events, now, HANDLERS))
+    return render(fold_user(events, now, READ_MODELS))
 
 
 # --- properties ------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ def test_input_order_does_not_matter(pair: tuple[list[Event], list[Event]]) -> N
 @FAST
 @given(histories(), st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1)))
 def test_arbitrary_json_never_raises_and_output_is_json(events: list[Event], now: datetime) -> None:
-    outputs = fold_user(events, now.replace(tzinfo=UTC), HANDLERS)
+    outputs = fold_user(events, now.replace(tzinfo=UTC), READ_MODELS)
     assert set(outputs) == ROWS
     for data in outputs.values():
         assert json.loads(json.dumps(data, allow_nan=False)) == data
@@ -187,7 +187,7 @@ def test_set_logged_data_is_never_read(events: list[Event]) -> None:
 
 
 def test_empty_history_yields_both_projections() -> None:
-    outputs = fold_user([], NOW, HANDLERS)
+    outputs = fold_user([], NOW, READ_MODELS)
     assert set(outputs) == ROWS
     state = outputs[("objective_state", "active")]
     assert state["active_objective"]["objective_id"] == "default.objective"
@@ -211,7 +211,7 @@ def test_deeply_nested_and_huge_values_are_bounded() -> None:
         Event(UUID(int=3), USER, "session.logged", NOW, {"blocks": huge, "session_meta": nested}),
         Event(UUID(int=4), USER, "advisory.override.recorded", NOW, {"reason": "x" * 10**6}),
     ]
-    outputs = fold_user(events, NOW, HANDLERS)
+    outputs = fold_user(events, NOW, READ_MODELS)
     assert len(render(outputs)) < 100_000
 
 
@@ -231,7 +231,7 @@ def test_projection_data_carries_versions() -> None:
 
 def test_generated_at_is_the_injected_now() -> None:
     later = NOW + timedelta(days=3)
-    advisory = fold_user([], later, HANDLERS)[("objective_advisory", "overview")]
+    advisory = fold_user([], later, READ_MODELS)[("objective_advisory", "overview")]
     assert advisory["generated_at"] == "2026-03-04T12:00:00.000000Z"
 
 
@@ -239,21 +239,21 @@ def test_generated_at_is_the_injected_now() -> None:
 
 
 @pytest.mark.parametrize("event_type", OBJECTIVE_EVENT_TYPES)
-def test_every_objective_event_type_triggers_the_handler(event_type: str) -> None:
-    assert handlers_for_event_type(event_type) == (OBJECTIVE_FOUNDATION,)
+def test_every_objective_event_type_triggers_the_read_model(event_type: str) -> None:
+    assert read_models_for_event_type(event_type) == (OBJECTIVE_FOUNDATION,)
 
 
 @pytest.mark.parametrize("event_type", [RETRACTION_EVENT_TYPE, "workout.planned", ""])
 def test_other_event_types_trigger_nothing(event_type: str) -> None:
-    assert handlers_for_event_type(event_type) == ()
+    assert read_models_for_event_type(event_type) == ()
 
 
-def test_fold_user_rejects_two_handlers_writing_one_row() -> None:
-    with pytest.raises(ValueError, match="more than one handler"):
+def test_fold_user_rejects_two_read_models_writing_one_row() -> None:
+    with pytest.raises(ValueError, match="more than one read model"):
         fold_user([], NOW, [OBJECTIVE_FOUNDATION, OBJECTIVE_FOUNDATION])
 
 
-def test_fold_user_with_no_handlers_writes_nothing() -> None:
+def test_fold_user_with_no_read_models_writes_nothing() -> None:
     assert fold_user([], NOW, []) == {}
 
 
@@ -271,7 +271,7 @@ def test_extreme_timestamps_never_raise() -> None:
             {"reason": "x", "review_point": "9999-12-31T23:00:00-05:00"},
         ),
     ]
-    outputs = fold_user(events, NOW, HANDLERS)
+    outputs = fold_user(events, NOW, READ_MODELS)
     modality = outputs[("objective_state", "active")]["modality"]
     assert modality["observed"]["window_start"] == "0001-01-01"
     advisory = outputs[("objective_advisory", "overview")]

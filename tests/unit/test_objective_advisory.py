@@ -1,4 +1,4 @@
-"""objective_advisory/overview (spec §4.3): warnings on and off, overrides, snapshot."""
+"""objective_advisory/overview (docs/contract.md §4.3): warnings on and off, overrides, snapshot."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from stride.projections.objective_advisory import (
     SCHEMA_VERSION,
     fold_objective_advisory,
 )
-from stride.projections.objective_state import fold_objective_state
+from stride.projections.objective_state import fold_state
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 USER = UUID(int=11)
@@ -51,7 +51,7 @@ def endurance_days(count: int, start: int = 1) -> list[Event]:
 
 
 def advise(events: list[Event], now: datetime = NOW) -> dict[str, Any]:
-    return fold_objective_advisory(events, now, fold_objective_state(events, now))
+    return fold_objective_advisory(events, now, fold_state(events))
 
 
 def codes(events: list[Event]) -> set[str]:
@@ -341,14 +341,16 @@ def test_override_without_reason_counts_and_is_recorded() -> None:
 
 def test_envelope() -> None:
     events = [tracked(), ev("set.logged", 1)]
-    state = fold_objective_state(events, NOW)
+    state = fold_state(events)
     result = fold_objective_advisory(events, NOW, state)
     assert result["schema_version"] == SCHEMA_VERSION == "objective_advisory.v1"
     assert result["model_version"] == MODEL_VERSION
     assert result["policy_role"] == "advisory_only"
     assert result["generated_at"] == "2026-03-01T12:00:00.000000Z"
-    assert result["objective_snapshot"] == state["active_objective"]
-    assert result["objective_snapshot"] is not state["active_objective"]
+    state_data = state.to_data()
+    assert result["objective_snapshot"] == state_data["active_objective"]
+    assert result["objective_snapshot"] is not state_data["active_objective"]
+    assert result["objective_state_model_version"] == state_data["model_version"]
     assert "constraint_markers_always_respected" in result["safety_invariants_non_overridable"]
 
 
@@ -357,18 +359,15 @@ def test_naive_now_is_utc() -> None:
 
 
 @pytest.mark.parametrize(
-    "state",
+    "data",
     [
         {},
-        {"active_objective": "x", "modality": 5},
-        {"active_objective": {"primary_goal": [1], "success_metrics": "a", "confidence": "x"}},
-        {
-            "modality": {
-                "observed": {"days_by_family": {"strength": "9"}, "classified_family_days": True}
-            }
-        },
+        {"objective_id": "o1", "primary_goal": [1], "success_metrics": "a", "confidence": "x"},
+        {"objective_id": "o1", "primary_goal": {"type": {"nested": 1}}, "success_metrics": [5]},
     ],
 )
-def test_garbage_state_never_raises(state: dict[str, Any]) -> None:
-    result = fold_objective_advisory([], NOW, state)
+def test_malformed_objective_fields_leave_a_trackability_gap(data: dict[str, Any]) -> None:
+    # The advisory reads the typed state the state fold produced, never raw JSON:
+    # whatever the objective event held, what reaches it is normalised.
+    result = advise([ev("objective.set", 1, data)])
     assert result["trackability"]["status"] == "gap"

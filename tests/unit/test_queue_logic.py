@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stride.backfill import BACKFILL_JOB_TYPE, PROJECTION_UPDATE_JOB_TYPE
 from stride.backfill.fanout import fanout_dedup_key
 from stride.backfill.trigger import controller_dedup_key
 from stride.domain.events import OBJECTIVE_EVENT_TYPES
+from stride.domain.job_types import BACKFILL_JOB_TYPE, PROJECTION_UPDATE_JOB_TYPE
 from stride.queue.handlers import Registration
 from stride.queue.jobs import ClaimedJob, RetryPolicy
 from stride.queue.maintenance import leader_idle_timeout

@@ -179,19 +179,35 @@ class ReportOut(BaseModel):
 
 
 class BackfillRunOut(BaseModel):
+    """The latest run of a source, counting that run's own work (RunProgress.as_dict)."""
+
     job_id: int
     source: str
-    controller_status: str
+    outcome: Literal["running", "cancelled", "failed", "incomplete", "complete"]
+    complete: bool
+    cancelled: bool
+    cancelled_at: datetime | None
+    controller_status: str | None = Field(description="None when the job was pruned.")
     users_total: int
     users_fanned_out: int
     jobs_enqueued: int
     users_with_both_projections: int
-    users_refreshed_since_trigger: int
+    users_refreshed_since_trigger: int = Field(
+        description="Both objective projections written after this run's trigger by the "
+        "current model versions."
+    )
     users_not_on_current_model: int
-    fanout_job_counts: dict[str, int]
+    fanout_job_counts: dict[str, int] = Field(description="This run's fan-out jobs by status.")
+    jobs_waiting_retry: int
     created_at: datetime
+    observed_at: datetime
+    elapsed_seconds: float
+    average_users_per_s: float | None
+    average_jobs_per_s: float | None
     fanout_done: bool
-    complete: bool
+    max_rate: float | None
+    label_runs: int = Field(description="Runs the source label has had, this one included.")
+    label_reused: bool
     problems: list[str]
 
 

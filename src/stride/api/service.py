@@ -25,6 +25,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from stride.api.tokens import MintedToken, mint_token
 from stride.backfill.control import CancelResult, cancel_backfill
 from stride.backfill.reports import (
+    BackfillStatus,
     ModelVersionCount,
     Report,
     RunProgress,
@@ -34,7 +35,8 @@ from stride.backfill.reports import (
     run_progress,
     runbook_reports,
 )
-from stride.backfill.reports import users_on_old_model as _users_on_old_model
+from stride.backfill.reports import backfill_status as read_backfill_status
+from stride.backfill.sources import known_sources
 from stride.backfill.trigger import BackfillInputError, TriggerResult, trigger_backfill
 from stride.backfill.verify import Drift, VerifyResult, verify_sample
 from stride.domain.events import OBJECTIVE_EVENT_TYPES, RETRACTION_EVENT_TYPE
@@ -44,12 +46,14 @@ from stride.queue.status import (
     Completions,
     DeadJob,
     JobCount,
+    JobDetail,
     QueueOverview,
     QueueStatus,
     UserJob,
     completions,
     queue_overview,
     queue_status,
+    show_job,
     user_jobs,
 )
 from stride.storage import admin_sessions
@@ -94,6 +98,7 @@ __all__ = [
     "EventValidationError",
     "IssuedToken",
     "JobCount",
+    "JobDetail",
     "ModelVersionCount",
     "NewEvent",
     "QueueOverview",
@@ -299,26 +304,13 @@ async def schema_problems(db: Database) -> list[str]:
 # --- operator actions (the CLI's functions) --------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class BackfillStatus:
-    reports: list[Report]
-    run: RunProgress | None
-    users_on_older_model_versions: int
-
-
 async def trigger(db: Database, source: str, max_rate: float | None) -> TriggerResult:
     return await db.run_sync(lambda conn: trigger_backfill(conn, source, max_rate=max_rate))
 
 
 async def backfill_status(db: Database, source: str) -> BackfillStatus:
     """What `stride backfill status --json` prints: the four runbook reports and the run."""
-
-    def read(conn: DbConnection) -> BackfillStatus:
-        return BackfillStatus(
-            runbook_reports(conn, source), run_progress(conn, source), _users_on_old_model(conn)
-        )
-
-    return await db.run_sync(read)
+    return await db.run_sync(lambda conn: read_backfill_status(conn, source))
 
 
 async def cancel(db: Database, source: str) -> CancelResult:
@@ -400,8 +392,14 @@ async def backfill_slow_reports(db: Database, source: str) -> list[Report]:
     return await db.run_admin(lambda conn: runbook_reports(conn, source, only=SLOW_REPORTS))
 
 
-async def backfill_history(db: Database, limit: int = 50) -> list[RunSummary]:
+async def backfill_history(db: Database, limit: int = 20) -> list[RunSummary]:
+    """Every run with its outcome (counts each run's jobs and users: a slow read)."""
     return await db.run_admin(lambda conn: run_history(conn, limit=limit))
+
+
+async def backfill_sources(db: Database) -> list[str]:
+    """Source labels with runs, newest run first (one row per run: a quick read)."""
+    return await db.run_admin(known_sources)
 
 
 async def model_versions(db: Database) -> list[ModelVersionCount]:
@@ -428,6 +426,11 @@ async def admin_completions(
     db: Database, since: datetime, bucket_seconds: float, source: str | None = None
 ) -> Completions:
     return await db.run_admin(lambda conn: completions(conn, since, bucket_seconds, source=source))
+
+
+async def admin_job(db: Database, job_id: int) -> JobDetail | None:
+    """One job with its payload and the history of its failed attempts (`stride jobs show`)."""
+    return await db.run_admin(lambda conn: show_job(conn, job_id))
 
 
 async def admin_retry_job(db: Database, job_id: int) -> bool:

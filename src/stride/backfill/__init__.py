@@ -1,8 +1,9 @@
 """The objective foundation backfill: trigger, fan-out controller, verification."""
 
-BACKFILL_JOB_TYPE = "inference.objective_backfill"
-PROJECTION_UPDATE_JOB_TYPE = "projection.update"
 DEFAULT_SOURCE = "manual.objective_backfill"
 
-# Fan-out work yields to organic traffic: claims take higher priority first.
+# Backfill work yields to organic traffic (priority 0): claims take higher
+# priority first. The controller's steps come before the fan-out jobs, so the
+# snapshot is fanned out while the first chunks' jobs already run.
+CONTROLLER_PRIORITY = -5
 FANOUT_PRIORITY = -10

@@ -1,35 +1,57 @@
-"""The controller job: walk the user snapshot in chunks and fan out projection.update jobs.
+"""The controller job: walk the user snapshot one chunk per step, fanning out projection.update.
 
-Each chunk is one set-based statement committed together with the run's
-checkpoint, so a crashed or restarted controller resumes at the next chunk and
-never enqueues a job twice (the dedup key also holds while jobs are in flight).
+The controller never holds a runner for long: each run of its job fans out one
+chunk in one set-based statement, advances the run's checkpoint, and then
+defers itself (back to pending, no attempt spent) until the next chunk is due;
+the last step completes it. Organic jobs, which have a higher priority, run
+between steps, and two runs of different sources take turns instead of one
+runner holding both. A step's jobs, its checkpoint and the controller's
+deferral commit together in the runner's transaction, so a crashed or
+taken-over controller repeats at most an uncommitted step and no chunk is ever
+fanned out twice (the dedup key also holds while jobs are in flight).
+
+With `max_rate` (users per second), each chunk's jobs are scheduled
+1/max_rate apart, continuing where the previous chunk's schedule ended: the
+rate caps the projection work itself, not only the enqueueing, and a worker
+that fell behind catches up by at most one chunk.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
+import math
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from psycopg import sql
 
-from stride.backfill import FANOUT_PRIORITY, PROJECTION_UPDATE_JOB_TYPE
+from stride.backfill import FANOUT_PRIORITY
 from stride.domain.events import OBJECTIVE_EVENT_TYPES
+from stride.domain.job_types import PROJECTION_UPDATE_JOB_TYPE
 from stride.queue.jobs import enqueue_from_query
 from stride.storage.connection import DbConnection
 
 log = logging.getLogger(__name__)
 
+# An unthrottled step: 5,000 users (about 15,000 jobs) in about half a second.
 DEFAULT_CHUNK_USERS = 5000
+# A throttled step enqueues about this many seconds of work...
+THROTTLED_STEP_SECONDS = 2.0
+# ...and the next step runs this long before that work's last job is due, so
+# the schedule continues without a gap (workers look for due jobs every second).
+THROTTLED_LEAD_SECONDS = 1.0
 
-# The run row is the controller's checkpoint. FOR UPDATE makes a second
-# controller of the same run (one whose lease was taken over) wait here and
-# then read the advanced position, so no chunk is fanned out twice.
+# The run row is the controller's checkpoint. FOR UPDATE: a second controller of
+# the same run (one that took over an expired lease) waits here for the first
+# one's step to commit or roll back, then reads the advanced position, so no
+# chunk is fanned out twice; `stride backfill cancel` takes the same lock.
+# chunk_due_at: when this chunk's first job is due under max_rate — where the
+# previous chunk's schedule ended, or now when that is past.
 LOCK_RUN = """
-SELECT source, snapshot_id, users_total, next_position, max_rate, cancel_requested
+SELECT source, snapshot_id, users_total, next_position, max_rate, cancel_requested,
+       greatest(clock_timestamp(), coalesce(next_due_at, '-infinity')) AS chunk_due_at
 FROM backfill_runs
 WHERE job_id = %(job_id)s
 FOR UPDATE
@@ -42,15 +64,18 @@ FOR UPDATE
 # user ends with both projections. Jobs come out user by user, so one user's
 # jobs sit next to each other in claim order and coalesce in one batch. The
 # dedup key is fanout_dedup_key's, built in SQL (a test holds the two equal).
+# Throttled, a user's jobs are due (position - start) / max_rate seconds after
+# chunk_due_at; unthrottled, now.
 FAN_OUT_CHUNK = sql.SQL("""
 WITH chunk AS (
-    SELECT s.user_id
+    SELECT s.user_id, s.position
     FROM backfill_snapshot_users s
     WHERE s.snapshot_id = %(snapshot_id)s
       AND s.position >= %(start)s AND s.position < %(stop)s
 ),
 targets AS (
     SELECT c.user_id,
+           c.position,
            t.event_type,
            t.ord,
            coalesce(
@@ -83,21 +108,25 @@ SELECT %(job_type)s AS job_type,
        ) AS payload,
        user_id,
        %(priority)s AS priority,
-       %(job_type)s || ':' || %(source)s || ':' || user_id::text || ':' || event_type AS dedup_key
+       %(job_type)s || ':' || %(source)s || ':' || user_id::text || ':' || event_type AS dedup_key,
+       CASE WHEN %(max_rate)s::float8 IS NULL THEN now()
+            ELSE %(chunk_due_at)s::timestamptz
+                 + make_interval(secs => (position - %(start)s) / %(max_rate)s::float8)
+       END AS scheduled_for
 FROM targets
 WHERE event_id IS NOT NULL
 ORDER BY user_id, ord
 """)
 
-MAX_RATE = "SELECT max_rate FROM backfill_runs WHERE job_id = %(job_id)s"
-
 ADVANCE_RUN = """
 UPDATE backfill_runs
 SET next_position = %(next_position)s,
     jobs_enqueued = jobs_enqueued + %(jobs)s,
+    next_due_at = %(next_due_at)s,
     fanout_done_at = CASE WHEN %(next_position)s > users_total THEN clock_timestamp() END,
     updated_at = clock_timestamp()
 WHERE job_id = %(job_id)s
+RETURNING clock_timestamp()
 """
 
 
@@ -110,101 +139,88 @@ def fanout_dedup_key(source: str, user_id: UUID, event_type: str) -> str:
     return f"{PROJECTION_UPDATE_JOB_TYPE}:{source}:{user_id}:{event_type}"
 
 
-class ControllerLeaseLostError(RuntimeError):
-    """The controller job's lease was taken over while it was fanning out."""
+class RunNotFoundError(LookupError):
+    """The controller job has no backfill_runs row (retrying cannot help)."""
 
 
 @dataclass(frozen=True, slots=True)
-class FanOutSummary:
-    users: int
+class FanOutStep:
+    """What one step of the controller did, and what comes next."""
+
+    first_position: int  # the chunk's first snapshot position
+    users: int  # users fanned out by this step
     jobs_enqueued: int
-    cancelled: bool
-
-
-@dataclass(slots=True)
-class _Run:
-    source: str
-    snapshot_id: UUID
     users_total: int
-    next_position: int
-    max_rate: float | None
-    cancel_requested: bool
+    cancelled: bool  # the run was cancelled: nothing was done
+    done: bool  # the whole snapshot is fanned out: the controller completes
+    next_step_in: float  # seconds until the next step is due (when not done)
 
 
-def _lock_run(conn: DbConnection, job_id: int) -> _Run | None:
-    row = conn.execute(LOCK_RUN, {"job_id": job_id}).fetchone()
-    return _Run(*row) if row else None
+def step_chunk_users(max_rate: float | None) -> int:
+    """Users per step: a fixed chunk, or about THROTTLED_STEP_SECONDS of work under max_rate."""
+    if max_rate is None:
+        return DEFAULT_CHUNK_USERS
+    return max(1, min(DEFAULT_CHUNK_USERS, math.ceil(max_rate * THROTTLED_STEP_SECONDS)))
 
 
-def fan_out_next_chunk(conn: DbConnection, job_id: int, chunk_users: int) -> tuple[_Run, int, int]:
-    """Fan out one chunk and advance the checkpoint in one transaction.
+def next_step_delay(next_due_at: datetime | None, now: datetime) -> float:
+    """Seconds the controller waits before its next step: none unthrottled, else until the
+    scheduled work is THROTTLED_LEAD_SECONDS from running out."""
+    if next_due_at is None:
+        return 0.0
+    return max(0.0, (next_due_at - now).total_seconds() - THROTTLED_LEAD_SECONDS)
 
-    Returns the run as it was, users in the chunk and jobs enqueued.
+
+def fan_out_step(conn: DbConnection, job_id: int, *, chunk_users: int | None = None) -> FanOutStep:
+    """Fan out the next chunk of run `job_id` and advance its checkpoint, in one transaction.
+
+    In a worker this runs inside the controller job's own transaction (a
+    savepoint of it), so the chunk commits with the job's deferral or completion.
     """
     with conn.transaction():
-        run = _lock_run(conn, job_id)
-        if run is None:
-            raise LookupError(f"no backfill run recorded for job {job_id}")
-        if run.cancel_requested or run.next_position > run.users_total:
-            return run, 0, 0
-        start = run.next_position
-        stop = min(start + chunk_users, run.users_total + 1)
+        row = conn.execute(LOCK_RUN, {"job_id": job_id}).fetchone()
+        if row is None:
+            raise RunNotFoundError(f"no backfill run recorded for controller job {job_id}")
+        source, snapshot_id, users_total, start, max_rate, cancel_requested, due_at = row
+        if cancel_requested or start > users_total:
+            return FanOutStep(start, 0, 0, users_total, cancel_requested, not cancel_requested, 0)
+        stop = min(start + (chunk_users or step_chunk_users(max_rate)), users_total + 1)
         params: dict[str, Any] = {
-            "snapshot_id": run.snapshot_id,
+            "snapshot_id": snapshot_id,
             "start": start,
             "stop": stop,
-            "source": run.source,
+            "source": source,
             "event_types": list(OBJECTIVE_EVENT_TYPES),
             "job_type": PROJECTION_UPDATE_JOB_TYPE,
             "job_id": job_id,
             "priority": FANOUT_PRIORITY,
+            "max_rate": max_rate,
+            "chunk_due_at": due_at,
         }
         # Skips jobs whose key is in flight; notifies workers at commit.
-        jobs = enqueue_from_query(conn, FAN_OUT_CHUNK, params)
-        conn.execute(ADVANCE_RUN, {"next_position": stop, "jobs": jobs, "job_id": job_id})
-    return run, stop - start, jobs
-
-
-def run_fan_out(
-    conn: DbConnection,
-    job_id: int,
-    *,
-    chunk_users: int = DEFAULT_CHUNK_USERS,
-    heartbeat: Callable[[], bool] = lambda: True,
-    sleep: Callable[[float], None] = time.sleep,
-) -> FanOutSummary:
-    """Fan out the whole snapshot from the checkpoint on, honouring max_rate and cancel.
-
-    `conn` must be an autocommit connection of its own: every chunk commits
-    separately, independent of the controller job's completion transaction.
-    """
-    users = jobs_total = 0
-    started = time.monotonic()
-    rate = conn.execute(MAX_RATE, {"job_id": job_id}).fetchone()
-    if rate and rate[0]:
-        # Throttled runs take about a second's worth of users per chunk, so the
-        # lease heartbeat and cancellation are checked often.
-        chunk_users = max(1, min(chunk_users, int(rate[0])))
-    while True:
-        run, chunk_users_done, jobs = fan_out_next_chunk(conn, job_id, chunk_users)
-        if chunk_users_done == 0:
-            return FanOutSummary(users, jobs_total, run.cancel_requested)
-        users += chunk_users_done
-        jobs_total += jobs
-        log.info(
-            "backfill %s fanned out users %d..%d of %d (%d jobs)",
-            job_id,
-            run.next_position,
-            run.next_position + chunk_users_done - 1,
-            run.users_total,
-            jobs,
-        )
-        if not heartbeat():
-            # Another worker holds this controller job now; its chunks are
-            # fenced by the run row lock, so stop rather than race it.
-            raise ControllerLeaseLostError(f"backfill {job_id}: lease lost, stopping fan-out")
-        if run.max_rate:
-            # Throttle: never fan out faster than max_rate users per second.
-            ahead = users / run.max_rate - (time.monotonic() - started)
-            if ahead > 0:
-                sleep(ahead)
+        jobs = enqueue_from_query(conn, FAN_OUT_CHUNK, params, optional_columns=("scheduled_for",))
+        next_due_at = due_at + timedelta(seconds=(stop - start) / max_rate) if max_rate else None
+        advanced = conn.execute(
+            ADVANCE_RUN,
+            {"next_position": stop, "jobs": jobs, "next_due_at": next_due_at, "job_id": job_id},
+        ).fetchone()
+        assert advanced is not None  # the row is locked above
+    done = stop > users_total
+    log.info(
+        "backfill %s fanned out users %d..%d of %d (%d jobs)%s",
+        job_id,
+        start,
+        stop - 1,
+        users_total,
+        jobs,
+        " - fan-out done" if done else "",
+    )
+    return FanOutStep(
+        first_position=start,
+        users=stop - start,
+        jobs_enqueued=jobs,
+        users_total=users_total,
+        cancelled=False,
+        done=done,
+        next_step_in=0.0 if done else next_step_delay(next_due_at, advanced[0]),
+    )

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
-from stride.projections.registry import HANDLERS
+from stride.projections.registry import READ_MODELS
 from stride.storage.connection import DbConnection
 from stride.storage.queries import load_queries
 
@@ -37,13 +37,55 @@ class Report:
         }
 
 
+RunOutcome = Literal["running", "cancelled", "failed", "incomplete", "complete"]
+
+IN_FLIGHT = ("pending", "processing")
+GIVEN_UP = ("dead", "failed")
+
+
+def run_outcome(
+    *,
+    controller_status: str | None,
+    cancelled: bool,
+    jobs_open: int,
+    jobs_given_up: int,
+    users_refreshed: int,
+    users_total: int,
+) -> RunOutcome:
+    """What a run came to, by one rule for `backfill status` and `backfill history`.
+
+    cancelled: an operator stopped it (whatever it had done by then);
+    running: its controller or a fan-out job is pending or processing (a job
+    waiting to retry after a failure is pending);
+    failed: its controller or a fan-out job ended dead or failed;
+    complete: every snapshotted user was refreshed after the trigger;
+    incomplete: everything settled, yet some users were not refreshed.
+    A missing controller status (the job was pruned) counts as settled.
+    """
+    if cancelled or controller_status == "cancelled":
+        return "cancelled"
+    if controller_status in IN_FLIGHT or jobs_open:
+        return "running"
+    if controller_status in GIVEN_UP or jobs_given_up:
+        return "failed"
+    if users_refreshed >= users_total:
+        return "complete"
+    return "incomplete"
+
+
 @dataclass(frozen=True, slots=True)
 class RunProgress:
-    """Where one backfill run stands, read in a few cheap queries."""
+    """Where one backfill run stands, counting this run's work only.
+
+    `users_refreshed` counts snapshotted users whose two objective surfaces
+    were both written after this run's trigger by the current model versions:
+    it starts at 0 on a repeat backfill, whatever earlier runs left behind.
+    `job_counts` are this run's fan-out jobs by status.
+    """
 
     job_id: int
     source: str
-    controller_status: str
+    controller_status: str | None  # None: the controller job was pruned
     users_total: int
     users_fanned_out: int
     jobs_enqueued: int
@@ -53,54 +95,118 @@ class RunProgress:
     job_counts: dict[str, int]
     created_at: datetime
     fanout_done: bool
+    observed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    cancel_requested: bool = False
+    cancelled_at: datetime | None = None
+    jobs_waiting_retry: int = 0  # pending again after a failed attempt
+    last_settled_at: datetime | None = None  # when the run's latest job settled
+    runs_of_source: int = 1  # runs the source label has had, this one included
+    max_rate: float | None = None
     missing_sample: list[UUID] = field(default_factory=list)
     dead_sample: list[tuple[int, str, str | None, str | None]] = field(default_factory=list)
 
     @property
     def jobs_open(self) -> int:
-        return self.job_counts.get("pending", 0) + self.job_counts.get("processing", 0)
+        return sum(self.job_counts.get(status, 0) for status in IN_FLIGHT)
 
     @property
-    def drained(self) -> bool:
-        """The controller finished fanning out and no fan-out job is still open."""
-        return (
-            self.fanout_done
-            and self.controller_status not in ("pending", "processing")
-            and (self.jobs_open == 0)
-        )
+    def jobs_settled(self) -> int:
+        return sum(n for status, n in self.job_counts.items() if status not in IN_FLIGHT)
 
     @property
     def given_up(self) -> int:
         """Fan-out jobs that ended without success: dead, or failed on an unusable payload."""
-        return self.job_counts.get("dead", 0) + self.job_counts.get("failed", 0)
+        return sum(self.job_counts.get(status, 0) for status in GIVEN_UP)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_requested or self.controller_status == "cancelled"
+
+    @property
+    def drained(self) -> bool:
+        """Nothing of this run is left to happen: no controller step, no fan-out job is open."""
+        return self.controller_status not in IN_FLIGHT and self.jobs_open == 0
+
+    @property
+    def outcome(self) -> RunOutcome:
+        return run_outcome(
+            controller_status=self.controller_status,
+            cancelled=self.cancelled,
+            jobs_open=self.jobs_open,
+            jobs_given_up=self.given_up,
+            users_refreshed=self.users_refreshed,
+            users_total=self.users_total,
+        )
 
     @property
     def complete(self) -> bool:
-        """Every snapshotted user has both surfaces and nothing of this source died or failed."""
-        return (
-            self.users_with_both == self.users_total
-            and self.given_up == 0
-            and self.controller_status == "completed"
-        )
+        """Every snapshotted user refreshed by this run on the current code, every job of the
+        run settled without a failure, the controller completed and the run not cancelled."""
+        return self.outcome == "complete"
+
+    @property
+    def label_reused(self) -> bool:
+        return self.runs_of_source > 1
+
+    @property
+    def elapsed_seconds(self) -> float:
+        """From the trigger to the run's last settled job once drained, else to now."""
+        end = self.observed_at
+        if self.drained and self.last_settled_at is not None:
+            end = self.last_settled_at
+        return max(0.0, (end - self.created_at).total_seconds())
+
+    @property
+    def average_users_per_s(self) -> float | None:
+        """Users refreshed by this run per second since its trigger."""
+        elapsed = self.elapsed_seconds
+        return self.users_refreshed / elapsed if elapsed > 0 else None
+
+    @property
+    def average_jobs_per_s(self) -> float | None:
+        """Fan-out jobs of this run settled per second since its trigger."""
+        elapsed = self.elapsed_seconds
+        return self.jobs_settled / elapsed if elapsed > 0 else None
 
     def problems(self) -> list[str]:
         found = []
-        if self.controller_status != "completed":
-            found.append(f"controller job {self.job_id} is {self.controller_status}")
-        missing = self.users_total - self.users_with_both
-        if missing:
+        if self.cancelled:
+            when = f" at {self.cancelled_at.isoformat()}" if self.cancelled_at else ""
+            found.append(
+                f"run {self.job_id} was cancelled{when}: it refreshed "
+                f"{self.users_refreshed:,} of {self.users_total:,} users"
+            )
+        elif self.controller_status != "completed":
+            found.append(f"controller job {self.job_id} is {self.controller_status or 'pruned'}")
+        if self.jobs_open:
+            retrying = (
+                f", {self.jobs_waiting_retry:,} of them waiting to retry after a failure"
+                if self.jobs_waiting_retry
+                else ""
+            )
+            found.append(f"{self.jobs_open:,} fan-out jobs are pending or processing{retrying}")
+        not_refreshed = self.users_total - self.users_refreshed
+        if not_refreshed and not self.cancelled:
             sample = ", ".join(str(u) for u in self.missing_sample)
-            found.append(f"{missing} snapshotted users lack a projection (e.g. {sample})")
+            example = f" (e.g. {sample})" if sample else ""
+            found.append(
+                f"{not_refreshed:,} of {self.users_total:,} snapshotted users not yet refreshed "
+                f"by this run on the current model versions{example}"
+            )
         if self.job_counts.get("dead", 0):
-            found.append(f"{self.job_counts['dead']} fan-out jobs are dead")
+            found.append(f"{self.job_counts['dead']:,} fan-out jobs are dead")
         if self.job_counts.get("failed", 0):
-            found.append(f"{self.job_counts['failed']} fan-out jobs failed")
+            found.append(f"{self.job_counts['failed']:,} fan-out jobs failed")
         return found
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "job_id": self.job_id,
             "source": self.source,
+            "outcome": self.outcome,
+            "complete": self.complete,
+            "cancelled": self.cancelled,
+            "cancelled_at": self.cancelled_at.isoformat() if self.cancelled_at else None,
             "controller_status": self.controller_status,
             "users_total": self.users_total,
             "users_fanned_out": self.users_fanned_out,
@@ -109,11 +215,22 @@ class RunProgress:
             "users_refreshed_since_trigger": self.users_refreshed,
             "users_not_on_current_model": self.users_not_on_current_model,
             "fanout_job_counts": self.job_counts,
+            "jobs_waiting_retry": self.jobs_waiting_retry,
             "created_at": self.created_at.isoformat(),
+            "observed_at": self.observed_at.isoformat(),
+            "elapsed_seconds": round(self.elapsed_seconds, 3),
+            "average_users_per_s": _rounded(self.average_users_per_s),
+            "average_jobs_per_s": _rounded(self.average_jobs_per_s),
             "fanout_done": self.fanout_done,
-            "complete": self.complete,
+            "max_rate": self.max_rate,
+            "label_runs": self.runs_of_source,
+            "label_reused": self.label_reused,
             "problems": self.problems(),
         }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def _plain(value: Any) -> Any:
@@ -126,7 +243,7 @@ def _plain(value: Any) -> Any:
 
 def current_model_versions() -> dict[tuple[str, str], str]:
     """The model version the running code stamps on each projection."""
-    return {(t, k): v for handler in HANDLERS for t, k, v in handler.outputs}
+    return {(t, k): v for read_model in READ_MODELS for t, k, v in read_model.outputs}
 
 
 def runbook_reports(
@@ -149,6 +266,22 @@ def runbook_reports(
     return reports
 
 
+def _job_counts(
+    rows: list[tuple[str, bool, int, datetime | None]],
+) -> tuple[dict[str, int], int, datetime | None]:
+    """Counts by status, pending jobs waiting for a retry, and the latest settle time."""
+    counts: dict[str, int] = {}
+    waiting_retry = 0
+    last_settled: datetime | None = None
+    for status, retried, count, settled_at in rows:
+        counts[status] = counts.get(status, 0) + count
+        if status == "pending" and retried:
+            waiting_retry += count
+        if settled_at is not None and (last_settled is None or settled_at > last_settled):
+            last_settled = settled_at
+    return counts, waiting_retry, last_settled
+
+
 def run_progress(conn: DbConnection, source: str, *, sample: int = 5) -> RunProgress | None:
     """The latest run of `source`, or None when it was never triggered."""
     queries = load_queries("backfill_progress.sql")
@@ -157,29 +290,32 @@ def run_progress(conn: DbConnection, source: str, *, sample: int = 5) -> RunProg
         return None
     (
         job_id,
-        _,
         snapshot_id,
         users_total,
         next_position,
         jobs_enqueued,
-        _,
-        _,
+        max_rate,
+        cancel_requested,
+        cancelled_at,
         created_at,
         fanout_done_at,
         controller_status,
+        runs_of_source,
+        observed_at,
     ) = run
     models = current_model_versions()
-    coverage = conn.execute(
-        queries["snapshot_coverage"],
-        {
-            "snapshot_id": snapshot_id,
-            "since": created_at,
-            "state_model": models[("objective_state", "active")],
-            "advisory_model": models[("objective_advisory", "overview")],
-        },
-    ).fetchone()
+    model_params = {
+        "snapshot_id": snapshot_id,
+        "since": created_at,
+        "state_model": models[("objective_state", "active")],
+        "advisory_model": models[("objective_advisory", "overview")],
+    }
+    coverage = conn.execute(queries["snapshot_coverage"], model_params).fetchone()
     with_both, refreshed, not_current = coverage or (0, 0, 0)
-    counts = dict(conn.execute(queries["source_job_counts"], {"source": source}).fetchall())
+    # One run of the source: its jobs are all the source's jobs, counted from the index.
+    counts_query = "source_job_counts" if runs_of_source == 1 else "run_job_counts"
+    rows = conn.execute(queries[counts_query], {"source": source, "job_id": job_id}).fetchall()
+    counts, waiting_retry, last_settled_at = _job_counts(rows)
     progress = RunProgress(
         job_id=job_id,
         source=source,
@@ -193,18 +329,130 @@ def run_progress(conn: DbConnection, source: str, *, sample: int = 5) -> RunProg
         job_counts=counts,
         created_at=created_at,
         fanout_done=fanout_done_at is not None,
+        observed_at=observed_at,
+        cancel_requested=cancel_requested,
+        cancelled_at=cancelled_at,
+        jobs_waiting_retry=waiting_retry,
+        last_settled_at=last_settled_at,
+        runs_of_source=runs_of_source,
+        max_rate=max_rate,
     )
-    if with_both < users_total:
+    if refreshed < users_total and progress.drained:
         rows = conn.execute(
-            queries["missing_users_sample"], {"snapshot_id": snapshot_id, "limit": sample}
+            queries["not_refreshed_sample"], model_params | {"limit": sample}
         ).fetchall()
         progress.missing_sample.extend(r[0] for r in rows)
     if progress.given_up:
         rows = conn.execute(
-            queries["dead_jobs_sample"], {"source": source, "limit": sample}
+            queries["dead_jobs_sample"], {"source": source, "job_id": job_id, "limit": sample}
         ).fetchall()
         progress.dead_sample.extend(tuple(r) for r in rows)
     return progress
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """One line of `stride backfill history`."""
+
+    job_id: int
+    source: str
+    created_at: datetime
+    users_total: int
+    users_refreshed: int  # snapshotted users with both surfaces written since the trigger
+    jobs_enqueued: int
+    controller_status: str | None
+    cancel_requested: bool
+    cancelled_at: datetime | None
+    jobs_open: int
+    jobs_given_up: int  # dead or failed fan-out jobs
+    last_settled_at: datetime | None
+    observed_at: datetime
+
+    @property
+    def outcome(self) -> RunOutcome:
+        return run_outcome(
+            controller_status=self.controller_status,
+            cancelled=self.cancel_requested,
+            jobs_open=self.jobs_open,
+            jobs_given_up=self.jobs_given_up,
+            users_refreshed=self.users_refreshed,
+            users_total=self.users_total,
+        )
+
+    @property
+    def dead_jobs(self) -> int:
+        """Jobs of the run that ended without success, the controller included."""
+        return self.jobs_given_up + (1 if self.controller_status in GIVEN_UP else 0)
+
+    @property
+    def duration_seconds(self) -> float:
+        """Trigger to the last settled job (or the cancel); still running: trigger to now."""
+        if self.outcome == "running":
+            end = self.observed_at
+        else:
+            ends = [t for t in (self.last_settled_at, self.cancelled_at) if t is not None]
+            end = max(ends) if ends else self.created_at
+        return max(0.0, (end - self.created_at).total_seconds())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "source": self.source,
+            "triggered_at": self.created_at.isoformat(),
+            "users_total": self.users_total,
+            "users_refreshed": self.users_refreshed,
+            "jobs_enqueued": self.jobs_enqueued,
+            "controller_status": self.controller_status,
+            "duration_seconds": round(self.duration_seconds, 3),
+            "outcome": self.outcome,
+            "dead_jobs": self.dead_jobs,
+            "jobs_open": self.jobs_open,
+            "cancelled_at": self.cancelled_at.isoformat() if self.cancelled_at else None,
+        }
+
+
+DEFAULT_HISTORY_LIMIT = 20
+
+
+def run_history(
+    conn: DbConnection, source: str | None = None, *, limit: int = DEFAULT_HISTORY_LIMIT
+) -> list[RunSummary]:
+    """The latest `limit` runs, of `source` or of every source, newest first."""
+    rows = conn.execute(
+        load_queries("backfill_progress.sql")["run_history"], {"source": source, "limit": limit}
+    ).fetchall()
+    return [
+        RunSummary(
+            job_id=job_id,
+            source=run_source,
+            created_at=created_at,
+            users_total=users_total,
+            users_refreshed=users_refreshed,
+            jobs_enqueued=jobs_enqueued,
+            controller_status=controller_status,
+            cancel_requested=cancel_requested,
+            cancelled_at=cancelled_at,
+            jobs_open=jobs_open,
+            jobs_given_up=given_up,
+            last_settled_at=last_settled_at,
+            observed_at=observed_at,
+        )
+        for (
+            job_id,
+            run_source,
+            created_at,
+            users_total,
+            jobs_enqueued,
+            cancel_requested,
+            cancelled_at,
+            controller_status,
+            jobs_open,
+            given_up,
+            last_settled_at,
+            users_refreshed,
+            observed_at,
+        ) in rows
+    ]
 
 
 def users_on_old_model(conn: DbConnection) -> int:
@@ -220,19 +468,6 @@ def users_on_old_model(conn: DbConnection) -> int:
     return int(row[0]) if row else 0
 
 
-# Every run, newest first, with its controller's status (LEFT JOIN: a pruned
-# controller job leaves the run row behind). Index backfill_runs_source serves
-# the per-source form; the whole table is one row per run.
-RUN_HISTORY = """
-SELECT r.job_id, r.source, r.created_at, r.users_total, r.jobs_enqueued, r.cancel_requested,
-       r.fanout_done_at, c.status, clock_timestamp()
-FROM backfill_runs r
-LEFT JOIN background_jobs c ON c.id = r.job_id
-WHERE %(source)s::text IS NULL OR r.source = %(source)s::text
-ORDER BY r.created_at DESC, r.job_id DESC
-LIMIT %(limit)s
-"""
-
 # Users per stored model version of each projection (a projection row is one user's).
 MODEL_VERSION_COUNTS = """
 SELECT projection_type, key, model_version, count(*)
@@ -240,44 +475,6 @@ FROM projections
 GROUP BY projection_type, key, model_version
 ORDER BY projection_type, key, model_version
 """
-
-
-@dataclass(frozen=True, slots=True)
-class RunSummary:
-    """One past or current run, from its bookkeeping row (no per-job counting)."""
-
-    job_id: int
-    source: str
-    created_at: datetime
-    users_total: int
-    jobs_enqueued: int
-    cancel_requested: bool
-    fanout_done_at: datetime | None
-    controller_status: str | None  # None: the controller job was pruned
-    observed_at: datetime
-
-    @property
-    def outcome(self) -> str:
-        """cancelled, running (controller pending or processing), failed (controller dead or
-        failed) or fanned-out; whether every user was refreshed is run_progress's to say."""
-        if self.cancel_requested or self.controller_status == "cancelled":
-            return "cancelled"
-        if self.controller_status in ("pending", "processing"):
-            return "running"
-        if self.controller_status in ("dead", "failed"):
-            return "failed"
-        return "fanned-out"
-
-
-DEFAULT_HISTORY_LIMIT = 50
-
-
-def run_history(
-    conn: DbConnection, source: str | None = None, *, limit: int = DEFAULT_HISTORY_LIMIT
-) -> list[RunSummary]:
-    """The latest `limit` runs, of `source` or of every source, newest first."""
-    rows = conn.execute(RUN_HISTORY, {"source": source, "limit": limit}).fetchall()
-    return [RunSummary(*row) for row in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,12 +504,25 @@ class BackfillStatus:
     users_on_older_model_versions: int  # every user, including those created after the trigger
 
 
+# The whole status document is read from one snapshot, so the runbook's reports
+# and the run's verdict never disagree (read one after the other, a job that
+# completes in between would show `processing` in one and complete in the other).
+# No locks: a read-only snapshot.
+SNAPSHOT_READ = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+
+
 def backfill_status(conn: DbConnection, source: str) -> BackfillStatus:
-    return BackfillStatus(
-        reports=runbook_reports(conn, source),
-        run=run_progress(conn, source),
-        users_on_older_model_versions=users_on_old_model(conn),
-    )
+    """The runbook's four reports, the latest run of `source` and stale users, at one instant.
+
+    `conn` must be in autocommit mode (the read opens its own transaction).
+    """
+    with conn.transaction():
+        conn.execute(SNAPSHOT_READ)
+        return BackfillStatus(
+            reports=runbook_reports(conn, source),
+            run=run_progress(conn, source),
+            users_on_older_model_versions=users_on_old_model(conn),
+        )
 
 
 DrainProgress = Callable[[RunProgress], None]
@@ -326,7 +536,10 @@ def wait_until_drained(
     on_progress: DrainProgress | None = None,
     poll_seconds: float = 1.0,
 ) -> RunProgress | None:
-    """Poll the latest run of `source` until its fan-out has drained or `timeout` has passed.
+    """Poll the latest run of `source` until nothing of it is left to run, or `timeout` passed.
+
+    Drained means settled, not complete: a run that was cancelled, or whose
+    jobs died, is drained too; `RunProgress.complete` says whether it succeeded.
 
     `conn` must be in autocommit mode, so every poll sees fresh rows. None when
     `source` was never triggered.

@@ -8,8 +8,9 @@ from typing import Any, Literal
 
 import psycopg
 
-from stride.backfill import BACKFILL_JOB_TYPE
+from stride.backfill import CONTROLLER_PRIORITY
 from stride.domain.events import OBJECTIVE_EVENT_TYPES
+from stride.domain.job_types import BACKFILL_JOB_TYPE
 from stride.queue.jobs import NewJob, enqueue, find_in_flight
 from stride.storage.connection import DbConnection
 
@@ -18,6 +19,8 @@ INSERT INTO backfill_snapshot_users (snapshot_id, position, user_id)
 SELECT %(snapshot_id)s, row_number() OVER (ORDER BY id), id
 FROM users
 """
+
+RUN_USERS = "SELECT users_total FROM backfill_runs WHERE job_id = %(job_id)s"
 
 CREATE_RUN = """
 INSERT INTO backfill_runs (job_id, source, snapshot_id, users_total, max_rate)
@@ -37,10 +40,19 @@ class TriggerResult:
 
     def describe(self) -> str:
         if self.outcome == "enqueued":
-            return f"enqueued {self.job_id} ({self.users} users snapshotted)"
+            return f"enqueued job {self.job_id} ({self.users:,} users snapshotted)"
         if self.outcome == "in_flight":
             return f"already in flight ({self.job_id})"
         return "no users found"
+
+    def as_dict(self) -> dict[str, Any]:
+        """`users`: the snapshot of the run enqueued, or of the run already in flight."""
+        return {
+            "outcome": self.outcome,
+            "job_id": self.job_id,
+            "users": self.users,
+            "message": self.describe(),
+        }
 
 
 def controller_dedup_key(source: str) -> str:
@@ -68,10 +80,29 @@ def controller_payload(
     return payload
 
 
+# A label names a run in logs, dedup keys and the runbook's queries: a sane
+# length keeps every key built from it far below PostgreSQL's index row limit.
+SOURCE_MAX_LENGTH = 200
+
+
 def validate_source(source: str) -> str:
-    """The source is free text, but not empty or blank."""
+    """A source label: 1 to SOURCE_MAX_LENGTH printable characters on one line, not blank.
+
+    Printable (str.isprintable) rules out control characters, line breaks,
+    tabs and the lone surrogates that undecodable bytes on a command line
+    turn into; spaces and any script are fine.
+    """
     if not source.strip():
         raise BackfillInputError("--source must not be empty or blank")
+    if len(source) > SOURCE_MAX_LENGTH:
+        raise BackfillInputError(
+            f"--source must be at most {SOURCE_MAX_LENGTH} characters (got {len(source)})"
+        )
+    if not source.isprintable():
+        raise BackfillInputError(
+            "--source must be printable text on one line "
+            "(no control characters, line breaks or undecodable bytes)"
+        )
     return source
 
 
@@ -91,7 +122,7 @@ def trigger_backfill(
     # flight; the unique index, not this look, is what guarantees one job.
     in_flight = find_in_flight(conn, dedup_key)
     if in_flight is not None:
-        return TriggerResult("in_flight", in_flight)
+        return _in_flight(conn, in_flight)
     snapshot_id = uuid.uuid4()
     with conn.transaction() as tx:
         users = conn.execute(SNAPSHOT_USERS, {"snapshot_id": snapshot_id}).rowcount
@@ -103,6 +134,7 @@ def trigger_backfill(
                 job_type=BACKFILL_JOB_TYPE,
                 payload=controller_payload(source, snapshot_id, users, max_rate),
                 dedup_key=dedup_key,
+                priority=CONTROLLER_PRIORITY,
                 max_retries=20,
             ),
         )
@@ -119,5 +151,11 @@ def trigger_backfill(
             },
         )
     if not result.inserted:
-        return TriggerResult("in_flight", result.job_id)
+        return _in_flight(conn, result.job_id)
     return TriggerResult("enqueued", result.job_id, users)
+
+
+def _in_flight(conn: DbConnection, job_id: int) -> TriggerResult:
+    """The run already in flight, with its snapshot's size."""
+    row = conn.execute(RUN_USERS, {"job_id": job_id}).fetchone()
+    return TriggerResult("in_flight", job_id, int(row[0]) if row else 0)

@@ -14,8 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from stride.projection_refresh import load_events_for_handlers
-from stride.projections.registry import HANDLERS, fold_user
+from stride.readmodels.refresh import recompute_users
 from stride.storage.connection import DbConnection
 
 # Fields that record when a projection was computed rather than what it says.
@@ -98,12 +97,12 @@ def verify_users(conn: DbConnection, user_ids: Sequence[UUID]) -> VerifyResult:
     stored: dict[UUID, dict[tuple[str, str], Any]] = {u: {} for u in user_ids}
     for user_id, ptype, key, data in conn.execute(STORED, {"user_ids": list(user_ids)}):
         stored[user_id][(ptype, key)] = data
-    events = load_events_for_handlers(conn, user_ids, HANDLERS)
+    clocks = {user_id: _clock_of(stored[user_id]) for user_id in user_ids}
+    recomputed_by_user = recompute_users(conn, user_ids, clocks)
     drifts: list[Drift] = []
     checked = 0
     for user_id in user_ids:
-        recomputed = fold_user(events[user_id], _clock_of(stored[user_id]), HANDLERS)
-        for (ptype, key), data in sorted(recomputed.items()):
+        for (ptype, key), data in sorted(recomputed_by_user[user_id].items()):
             checked += 1
             if (ptype, key) not in stored[user_id]:
                 drifts.append(Drift(user_id, ptype, key, "<missing>", None, "<projection>"))

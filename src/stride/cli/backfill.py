@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.console import Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
 
 from stride.backfill import DEFAULT_SOURCE
 from stride.backfill.control import cancel_backfill
+from stride.backfill.rates import MovingRate, RateSample, format_duration, format_rate
 from stride.backfill.reports import (
+    DEFAULT_HISTORY_LIMIT,
     BackfillStatus,
     DrainProgress,
     Report,
     RunProgress,
     backfill_status,
+    run_history,
     wait_until_drained,
 )
+from stride.backfill.sources import unknown_source
 from stride.backfill.trigger import BackfillInputError, trigger_backfill, validate_source
 from stride.backfill.verify import verify_sample
 from stride.cli.common import (
@@ -46,7 +53,12 @@ SourceOption = Annotated[
     typer.Option("--source", help="Label for traceability and dedup (any text; not blank)."),
 ]
 WaitOption = Annotated[
-    bool, typer.Option("--wait", help="Show live progress until the fan-out has drained.")
+    bool,
+    typer.Option(
+        "--wait",
+        help="Show live progress (10 s moving-average rates, elapsed, ETA) until nothing of "
+        "the run is left to run; exit 0 only when it completed.",
+    ),
 ]
 TimeoutOption = Annotated[
     float | None,
@@ -78,61 +90,134 @@ def _render_reports(reports: list[Report]) -> None:
             render_table(report.title, report.columns, report.rows)
 
 
+def _counts(counts: dict[str, int]) -> str:
+    return " · ".join(f"{status} {n:,}" for status, n in sorted(counts.items())) or "none yet"
+
+
 def _render_progress(progress: RunProgress) -> None:
-    render_table(
-        f"Backfill run {progress.job_id} ({progress.source})",
-        ["measure", "value"],
-        [
-            ("controller job status", progress.controller_status),
-            ("users in snapshot", progress.users_total),
-            ("users fanned out", progress.users_fanned_out),
-            ("fan-out jobs enqueued", progress.jobs_enqueued),
-            ("users with both projections", progress.users_with_both),
-            ("users refreshed since trigger", progress.users_refreshed),
-            ("users not on the current model version", progress.users_not_on_current_model),
-        ],
+    if progress.label_reused:
+        err_console.print(
+            f"[yellow]note:[/yellow] source {progress.source!r} was reused: it has had "
+            f"{progress.runs_of_source} runs, and the runbook's controller and fan-out reports "
+            "above count them all together; the table below is the latest run "
+            f"(job {progress.job_id}) alone. `stride backfill history` lists every run.",
+            highlight=False,
+            soft_wrap=True,
+        )
+    rows: list[tuple[str, str]] = [
+        ("outcome", progress.outcome),
+        ("controller job", f"{progress.job_id} ({progress.controller_status or 'pruned'})"),
+        ("triggered at", progress.created_at.isoformat()),
+        ("users in snapshot", f"{progress.users_total:,}"),
+        ("users fanned out", f"{progress.users_fanned_out:,}"),
+        ("fan-out jobs enqueued", f"{progress.jobs_enqueued:,}"),
+        ("fan-out jobs of this run", _counts(progress.job_counts)),
+        ("users refreshed by this run", f"{progress.users_refreshed:,}"),
+        ("users with both projections (any run)", f"{progress.users_with_both:,}"),
+        ("users not on the current model version", f"{progress.users_not_on_current_model:,}"),
+        ("elapsed", format_duration(progress.elapsed_seconds)),
+        (
+            "average since trigger",
+            f"{format_rate(progress.average_users_per_s)} users/s · "
+            f"{format_rate(progress.average_jobs_per_s)} jobs/s",
+        ),
+    ]
+    if progress.cancelled_at is not None:
+        rows.insert(3, ("cancelled at", progress.cancelled_at.isoformat()))
+    if progress.max_rate is not None:
+        rows.insert(3, ("max rate", f"{progress.max_rate:,g} users/s"))
+    render_table(f"Backfill run {progress.job_id} ({progress.source})", ["measure", "value"], rows)
+    for index, problem in enumerate(progress.problems()):
+        # A cancelled run's first problem is the cancel itself (RunProgress.problems).
+        label = "cancelled" if progress.cancelled and index == 0 else "not complete"
+        err_console.print(f"[yellow]{label}:[/yellow] {problem}", highlight=False, soft_wrap=True)
+
+
+def describe_end(progress: RunProgress) -> str:
+    """One line for the end of a watched run: what it came to, total time, average rates."""
+    head = f"backfill run {progress.job_id} {progress.outcome}"
+    if progress.outcome == "running":
+        head = f"backfill run {progress.job_id} still running"
+    return (
+        f"{head}: {progress.users_refreshed:,} of {progress.users_total:,} users refreshed "
+        f"in {format_duration(progress.elapsed_seconds)} (average "
+        f"{format_rate(progress.average_users_per_s)} users/s, "
+        f"{format_rate(progress.average_jobs_per_s)} jobs/s)"
     )
-    for problem in progress.problems():
-        err_console.print(f"[yellow]not complete:[/yellow] {problem}", highlight=False)
+
+
+class _DrainView:
+    """What the live view of a draining run draws: a bar, the moving rates, elapsed and ETA."""
+
+    def __init__(self) -> None:
+        self.rates = MovingRate(RATE_WINDOW_SECONDS)
+        self.latest: RunProgress | None = None
+
+    def observe(self, progress: RunProgress) -> None:
+        if self.latest is None or self.latest.job_id != progress.job_id:
+            self.rates = MovingRate(RATE_WINDOW_SECONDS)
+            # The run had done nothing at its trigger: a watcher that joins late
+            # starts from the average since then, not from nothing.
+            self.rates.add(RateSample(progress.created_at.timestamp(), 0, 0))
+        self.rates.add(
+            RateSample(
+                progress.observed_at.timestamp(), progress.users_refreshed, progress.jobs_settled
+            )
+        )
+        self.latest = progress
+
+    def __rich__(self) -> RenderableType:
+        progress = self.latest
+        if progress is None:
+            return Text("backfill: waiting for the first report…")
+        line = Table.grid(padding=(0, 1))
+        line.add_row(
+            Text("backfill", style="bold"),
+            ProgressBar(
+                total=max(progress.users_total, 1), completed=progress.users_refreshed, width=30
+            ),
+            Text(f"{progress.users_refreshed:,}/{progress.users_total:,} users"),
+        )
+        rates = Text(
+            f"  {format_rate(self.rates.users_per_s)} users/s · "
+            f"{format_rate(self.rates.jobs_per_s)} jobs/s · "
+            f"{progress.jobs_open:,} jobs open · "
+            f"elapsed {format_duration(progress.elapsed_seconds)} · "
+            f"ETA {format_duration(self.rates.eta_seconds(progress.users_total))}"
+        )
+        return Group(line, rates)
+
+
+# The live rates are averages over this many seconds of polls.
+RATE_WINDOW_SECONDS = 10.0
 
 
 @contextmanager
 def drain_bar(quiet: bool) -> Iterator[DrainProgress]:
-    """A progress bar of a draining backfill, fed one RunProgress per poll."""
-    columns = (
-        TextColumn("[bold]backfill"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("users · {task.fields[rate]} jobs/s · {task.fields[open]} jobs open"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err_console, disable=quiet) as bar:
-        task = bar.add_task("users", total=None, rate="-", open="-")
-        previous: tuple[float, int] | None = None
+    """A live view of a draining backfill, fed one RunProgress per poll; ends with a summary.
+
+    Rates are moving averages over the last RATE_WINDOW_SECONDS (server clock),
+    the ETA comes from them, and the closing line gives total time and average
+    rates since the trigger.
+    """
+    if quiet:
+        yield lambda _progress: None
+        return
+    view = _DrainView()
+    # Redrawn once per poll, from this thread only: the view is never read mid-update.
+    with Live(view, console=err_console, auto_refresh=False, transient=False) as live:
 
         def show(progress: RunProgress) -> None:
-            nonlocal previous
-            done_jobs = sum(
-                n for s, n in progress.job_counts.items() if s not in ("pending", "processing")
-            )
-            now = time.monotonic()
-            rate = "-"
-            if previous is not None and now > previous[0]:
-                rate = f"{(done_jobs - previous[1]) / (now - previous[0]):,.0f}"
-            previous = (now, done_jobs)
-            bar.update(
-                task,
-                total=progress.users_total,
-                completed=progress.users_refreshed,
-                rate=rate,
-                open=f"{progress.jobs_open:,}",
-            )
+            view.observe(progress)
+            live.refresh()
 
         yield show
+    if view.latest is not None:
+        err_console.print(describe_end(view.latest), highlight=False, soft_wrap=True)
 
 
 def wait_for_drain(url: str, source: str, timeout: float | None, quiet: bool) -> RunProgress:
-    """Poll the run until its fan-out has drained, drawing a progress bar.
+    """Poll the run until nothing of it is left to run, drawing the live view.
 
     Says so on stderr when `timeout` ran out first (the caller exits non-zero).
     """
@@ -143,7 +228,7 @@ def wait_for_drain(url: str, source: str, timeout: float | None, quiet: bool) ->
     if timeout is not None and not progress.drained:
         err_console.print(
             f"[red]timed out[/red] after {timeout:g}s: the backfill has not drained "
-            f"(controller job {progress.job_id} is {progress.controller_status}, "
+            f"(controller job {progress.job_id} is {progress.controller_status or 'pruned'}, "
             f"{progress.jobs_open:,} fan-out jobs open); is a `stride worker` running?",
             highlight=False,
             soft_wrap=True,
@@ -166,7 +251,7 @@ def render_status(
         _render_progress(status.run)
     console.print(
         "users (all) whose objective projections an older model version computed: "
-        f"{status.users_on_older_model_versions}",
+        f"{status.users_on_older_model_versions:,}",
         highlight=False,
     )
 
@@ -192,7 +277,8 @@ def objective_foundation(
         float | None,
         typer.Option(
             "--max-rate",
-            help="Fan out at most this many users per second (at least 0.1).",
+            help="Refresh at most this many users per second (at least 0.1): the fan-out "
+            "jobs are scheduled that far apart, so workers cannot run them faster.",
             callback=finite_at_least(0.1, "users per second"),
         ),
     ] = None,
@@ -200,47 +286,63 @@ def objective_foundation(
 ) -> None:
     """Enqueue the one-shot objective foundation backfill (one job per source in flight)."""
     source = _checked_source(source)
+    progress: RunProgress | None = None
     with database_errors():
         target = database(database_url)
         with connect(target.url, autocommit=True) as conn:
             result = trigger_backfill(conn, source, max_rate=max_rate)
-        trigger_doc = {
-            "outcome": result.outcome,
-            "job_id": result.job_id,
-            "users": result.users,
-            "message": result.describe(),
-        }
+        trigger_doc = result.as_dict()
         if not as_json:
             console.print(result.describe(), highlight=False)
         if result.outcome == "no_users":
             if as_json:
                 print_json({"trigger": trigger_doc})
             return
-        progress = wait_for_drain(target.url, source, timeout, quiet=as_json) if wait else None
+        if wait:
+            progress = wait_for_drain(target.url, source, timeout, quiet=as_json)
         if no_verify:
             if as_json:
-                print_json({"trigger": trigger_doc})
+                document: dict[str, Any] = {"trigger": trigger_doc}
+                if progress is not None:
+                    document["run"] = progress.as_dict()
+                print_json(document)
         else:
             with connect(target.url, autocommit=True) as conn:
                 progress = print_report(conn, source, as_json, {"trigger": trigger_doc})
-    # --wait promises a finished run: timed out, dead jobs or users missing exit 1,
-    # with or without the reports.
+    # --wait promises an exit status: 0 only when the run completed.
     if wait and (progress is None or not progress.complete):
         raise typer.Exit(1)
 
 
+# `backfill status` reports on a run: its --source names which (not a new label).
+StatusSourceOption = Annotated[
+    str,
+    typer.Option("--source", help="The source label of the backfill to report on."),
+]
+
+
+def _require_run(conn: DbConnection, source: str) -> None:
+    """Fail first, naming the sources that have runs, when `source` has none."""
+    unknown = unknown_source(conn, source)
+    if unknown is not None:
+        fail(unknown.describe())
+
+
 @app.command("status")
 def status(
-    source: SourceOption = DEFAULT_SOURCE,
+    source: StatusSourceOption = DEFAULT_SOURCE,
     database_url: DatabaseUrlOption = None,
     wait: WaitOption = False,
     timeout: TimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Print the runbook's four reports and the run's progress; exit 0 only when complete."""
+    """Print the runbook's four reports and the latest run's progress; exit 0 only when that
+    run is complete (every snapshotted user refreshed by it, no job open or failed)."""
     source = _checked_source(source)
     with database_errors():
         target = database(database_url)
+        with connect(target.url, autocommit=True) as conn:
+            _require_run(conn, source)
         if wait:
             wait_for_drain(target.url, source, timeout, quiet=as_json)
         with connect(target.url, autocommit=True) as conn:
@@ -287,6 +389,48 @@ def verify(
             )
     if result.drifts:
         raise typer.Exit(1)
+
+
+@app.command("history")
+def history(
+    source: Annotated[
+        str | None, typer.Option("--source", help="Only the runs of this source label.")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, help="Show at most this many runs, newest first.")
+    ] = DEFAULT_HISTORY_LIMIT,
+    database_url: DatabaseUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List backfill runs: source, trigger time, snapshot size, duration, outcome, dead jobs."""
+    if source is not None:
+        source = _checked_source(source)
+    with connected(database_url) as conn:
+        runs = run_history(conn, source, limit=limit)
+    if as_json:
+        print_json({"runs": [run.as_dict() for run in runs]})
+    elif runs:
+        render_table(
+            "Backfill runs (newest first)",
+            ["job", "source", "triggered at", "users", "refreshed", "duration", "outcome", "dead"],
+            [
+                (
+                    run.job_id,
+                    run.source,
+                    run.created_at.isoformat(timespec="seconds"),
+                    f"{run.users_total:,}",
+                    f"{run.users_refreshed:,}",
+                    format_duration(run.duration_seconds),
+                    run.outcome,
+                    f"{run.dead_jobs:,}",
+                )
+                for run in runs
+            ],
+        )
+    else:
+        console.print("no backfill runs yet", highlight=False)
+    if source is not None and not runs:
+        fail(f"no backfill was ever triggered for source {source!r}")
 
 
 @app.command("cancel")

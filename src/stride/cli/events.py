@@ -64,20 +64,32 @@ REJECTS_SHOWN = 50
 
 @app.command("append")
 def append_command(
-    user: Annotated[str, typer.Option("--user", help="The user's UUID.", show_default=False)],
+    user: Annotated[
+        str, typer.Option("--user", metavar="UUID", help="The user's id.", show_default=False)
+    ],
     event_type: Annotated[
-        str, typer.Option("--type", help="Event type, e.g. set.logged.", show_default=False)
+        str,
+        typer.Option(
+            "--type", metavar="TYPE", help="Event type, e.g. set.logged.", show_default=False
+        ),
     ],
     data: Annotated[
-        str, typer.Option("--data", help="Event data: a JSON object.", show_default=False)
+        str,
+        typer.Option(
+            "--data", metavar="JSON", help="Event data: a JSON object.", show_default=False
+        ),
     ],
     timestamp: Annotated[
         str | None,
-        typer.Option("--timestamp", help="ISO 8601 with a UTC offset (default: now, UTC)."),
+        typer.Option(
+            "--timestamp", metavar="TIME", help="ISO 8601 with a UTC offset (default: now, UTC)."
+        ),
     ] = None,
     idempotency_key: Annotated[
         str | None,
-        typer.Option("--idempotency-key", help="Re-sending the same key stores nothing new."),
+        typer.Option(
+            "--idempotency-key", metavar="KEY", help="Re-sending the same key stores nothing new."
+        ),
     ] = None,
     database_url: DatabaseUrlOption = None,
     as_json: JsonOption = False,
@@ -114,19 +126,20 @@ def import_command(
     path: Annotated[
         str,
         typer.Argument(
-            metavar="FILE.jsonl",
+            metavar="FILE",
             help="One JSON object per line: {user_id, event_type, timestamp, data, metadata?}; "
             "- reads standard input.",
             show_default=False,
         ),
     ],
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Lines per transaction.")
+        int, typer.Option("--batch-size", metavar="N", min=1, help="Lines per transaction.")
     ] = 1000,
     progress_interval: Annotated[
         float,
         typer.Option(
             "--progress-interval",
+            metavar="SECONDS",
             min=0,
             help="When stderr is not a terminal: seconds between progress lines (0: every batch).",
         ),
@@ -164,13 +177,13 @@ def import_command(
 def _open_file(path: str, stack: ExitStack) -> tuple[BinaryIO, int | None]:
     """The file to import and its size, or a usage error naming it."""
     if Path(path).is_dir():
-        usage_error(f"FILE.jsonl: {path!r} is a directory")
+        usage_error(f"FILE: {path!r} is a directory")
     try:
         stream = stack.enter_context(Path(path).open("rb"))  # noqa: SIM115 (the stack closes it)
     except FileNotFoundError:
-        usage_error(f"FILE.jsonl: {path!r} does not exist")
+        usage_error(f"FILE: {path!r} does not exist")
     except OSError as exc:
-        usage_error(f"FILE.jsonl: cannot read {path!r}: {exc.strerror}")
+        usage_error(f"FILE: cannot read {path!r}: {exc.strerror}")
     return stream, os.fstat(stream.fileno()).st_size or None
 
 

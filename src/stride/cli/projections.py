@@ -1,4 +1,4 @@
-"""`stride projections …`: read a user's projections."""
+"""`stride projections …`: read a user's projections, recompute them on demand."""
 
 from __future__ import annotations
 
@@ -9,36 +9,60 @@ from uuid import UUID
 import typer
 from rich.panel import Panel
 from rich.syntax import Syntax
+from rich.text import Text
 
+from stride.app import UnknownUsersError, refresh_projections_now
 from stride.cli.common import (
     DatabaseUrlOption,
     JsonOption,
     connected,
     console,
     fail,
+    iso_time,
     print_json,
+    say,
     typer_app,
     usage_error,
 )
+from stride.projections.registry import READ_MODELS
 from stride.storage.projection_store import read_projections
 
-app = typer_app("Read projections.")
+app = typer_app("Read a user's projections, or recompute them now.")
+
+# The projection types stored, by the read models that write them.
+PROJECTION_TYPES = tuple(sorted({ptype for m in READ_MODELS for ptype, _key, _v in m.outputs}))
+
+
+def _user_id(value: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        usage_error(f"USER must be a UUID, got {value!r}")
 
 
 @app.command("show")
 def show(
-    user: Annotated[str, typer.Argument(help="The user's id (UUID).", show_default=False)],
+    user: Annotated[
+        str, typer.Argument(metavar="USER", help="The user's id (UUID).", show_default=False)
+    ],
     projection_type: Annotated[
-        str | None, typer.Option("--type", help="Only this projection type.")
+        str | None,
+        typer.Option(
+            "--type",
+            metavar="TYPE",
+            help=f"Only this projection type ({' or '.join(PROJECTION_TYPES)}).",
+        ),
     ] = None,
     database_url: DatabaseUrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Pretty-print a user's projections (data, version, model version, update time)."""
-    try:
-        user_id = UUID(user)
-    except ValueError:
-        usage_error(f"USER must be a UUID, got {user!r}")
+    user_id = _user_id(user)
+    if projection_type is not None and projection_type not in PROJECTION_TYPES:
+        usage_error(
+            f"--type: unknown projection type {projection_type!r} "
+            f"(one of {', '.join(PROJECTION_TYPES)})"
+        )
     with connected(database_url) as conn:
         stored = read_projections(conn, user_id, projection_type)
     if not stored:
@@ -65,7 +89,46 @@ def show(
     for p in stored:
         body = Syntax(json.dumps(p.data, indent=2, sort_keys=True), "json", word_wrap=True)
         subtitle = (
-            f"version {p.version} · model {p.model_version} · "
-            f"updated {p.updated_at:%Y-%m-%d %H:%M:%S%z}"
+            f"version {p.version} · model {p.model_version} · updated {iso_time(p.updated_at)}"
         )
-        console.print(Panel(body, title=f"{p.projection_type}/{p.key}", subtitle=subtitle))
+        console.print(
+            Panel(body, title=Text(f"{p.projection_type}/{p.key}"), subtitle=Text(subtitle))
+        )
+
+
+@app.command("refresh")
+def refresh(
+    users: Annotated[
+        list[str],
+        typer.Argument(metavar="USER", help="Ids (UUIDs) of the users to recompute."),
+    ],
+    database_url: DatabaseUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Recompute these users' projections now, as a worker would (repairs what verify finds).
+
+    Runs the projection.update handler's refresh for every projection, in one
+    transaction, under the same per-user locks as the workers. An unknown user
+    id refreshes nobody (exit 1).
+    """
+    user_ids = [_user_id(user) for user in users]
+    with connected(database_url) as conn:
+        try:
+            outcome = refresh_projections_now(conn, user_ids)
+        except UnknownUsersError as exc:
+            fail(f"{exc}; nothing was refreshed")
+    summary = outcome.summary
+    if as_json:
+        print_json(
+            {
+                "users": [str(u) for u in outcome.user_ids],
+                "projections_written": summary.projections_written,
+                "events_folded": summary.events_folded,
+            }
+        )
+        return
+    say(
+        f"refreshed {summary.users:,} user{'s' if summary.users != 1 else ''}: "
+        f"{summary.projections_written:,} projections written from "
+        f"{summary.events_folded:,} events"
+    )

@@ -41,11 +41,14 @@ def _seconds(flag: str, value: str) -> float:
 
 
 def serve_command(
-    host: Annotated[str, typer.Option("--host", envvar=_env("HOST"), help="Address to bind.")] = (
-        "127.0.0.1"
-    ),
+    host: Annotated[
+        str, typer.Option("--host", metavar="HOST", envvar=_env("HOST"), help="Address to bind.")
+    ] = ("127.0.0.1"),
     port: Annotated[
-        int, typer.Option("--port", envvar=_env("PORT"), min=0, max=65535, help="TCP port.")
+        int,
+        typer.Option(
+            "--port", metavar="PORT", envvar=_env("PORT"), min=0, max=65535, help="TCP port."
+        ),
     ] = 8000,
     workers: Annotated[
         int,
@@ -54,17 +57,23 @@ def serve_command(
     max_body: Annotated[
         str,
         typer.Option(
-            "--max-body", envvar=_env("MAX_BODY_BYTES"), help="Largest request body (413 past it)."
+            "--max-body",
+            metavar="SIZE",
+            envvar=_env("MAX_BODY_BYTES"),
+            help="Largest request body (413 past it).",
         ),
     ] = "2MiB",
     max_batch: Annotated[
         int,
-        typer.Option("--max-batch", envvar=_env("MAX_BATCH"), min=1, help="Events per POST."),
+        typer.Option(
+            "--max-batch", metavar="N", envvar=_env("MAX_BATCH"), min=1, help="Events per POST."
+        ),
     ] = 1000,
     max_string_chars: Annotated[
         int,
         typer.Option(
             "--max-string-chars",
+            metavar="N",
             envvar=_env("MAX_STRING_CHARS"),
             min=1,
             help="Longest JSON string.",
@@ -72,12 +81,19 @@ def serve_command(
     ] = 10_000,
     max_depth: Annotated[
         int,
-        typer.Option("--max-depth", envvar=_env("MAX_DEPTH"), min=1, help="Deepest JSON nesting."),
+        typer.Option(
+            "--max-depth",
+            metavar="N",
+            envvar=_env("MAX_DEPTH"),
+            min=1,
+            help="Deepest JSON nesting.",
+        ),
     ] = 32,
     rate_limit: Annotated[
         float,
         typer.Option(
             "--rate-limit",
+            metavar="RATE",
             envvar=_env("RATE_LIMIT"),
             min=0,
             help="Requests per second per token and process (0: no limit).",
@@ -85,23 +101,36 @@ def serve_command(
     ] = 100.0,
     rate_burst: Annotated[
         int,
-        typer.Option("--rate-burst", envvar=_env("RATE_BURST"), min=1, help="Burst per token."),
+        typer.Option(
+            "--rate-burst", metavar="N", envvar=_env("RATE_BURST"), min=1, help="Burst per token."
+        ),
     ] = 200,
     max_wait: Annotated[
         str,
         typer.Option(
-            "--max-wait", envvar=_env("MAX_WAIT_SECONDS"), help="Longest after_event wait allowed."
+            "--max-wait",
+            metavar="DURATION",
+            envvar=_env("MAX_WAIT_SECONDS"),
+            help="Longest after_event wait allowed.",
         ),
     ] = "30s",
     pool_size: Annotated[
         int,
         typer.Option(
-            "--pool-size", envvar=_env("POOL_SIZE"), min=1, help="Async connections per process."
+            "--pool-size",
+            metavar="N",
+            envvar=_env("POOL_SIZE"),
+            min=1,
+            help="Async connections per process.",
         ),
     ] = 10,
     graceful_timeout: Annotated[
         str,
-        typer.Option("--graceful-timeout", help="On SIGTERM, wait this long for requests."),
+        typer.Option(
+            "--graceful-timeout",
+            metavar="DURATION",
+            help="On SIGTERM, wait this long for requests.",
+        ),
     ] = "30s",
     apply_migrations: Annotated[
         bool, typer.Option("--migrate", help="Apply pending migrations before serving.")

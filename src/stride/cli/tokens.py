@@ -17,6 +17,7 @@ from stride.cli.common import (
     console,
     err_console,
     fail,
+    iso_time,
     print_json,
     render_table,
     typer_app,
@@ -56,12 +57,15 @@ def _token_json(token: service.StoredToken, now: datetime) -> dict[str, object]:
 
 @app.command("issue")
 def issue_command(
-    user: Annotated[str, typer.Option("--user", help="The user's UUID.", show_default=False)],
+    user: Annotated[
+        str, typer.Option("--user", metavar="UUID", help="The user's id.", show_default=False)
+    ],
     operator: Annotated[
         bool, typer.Option("--operator", help="May also call the /v1/admin endpoints.")
     ] = False,
     expires: Annotated[
-        str, typer.Option("--expires", help="Lifetime, e.g. 90d, 12h; or never.")
+        str,
+        typer.Option("--expires", metavar="AGE", help="Lifetime, e.g. 90d, 12h; or never."),
     ] = "90d",
     database_url: DatabaseUrlOption = None,
     as_json: JsonOption = False,
@@ -79,7 +83,7 @@ def issue_command(
         print_json({**_token_json(issued.stored, now), "token": issued.text})
         return
     print(issued.text)
-    until = f"expires {expires_at:%Y-%m-%d %H:%M}Z" if expires_at else "never expires"
+    until = f"expires {iso_time(expires_at)}" if expires_at else "never expires"
     kind = "operator token" if operator else "token"
     err_console.print(
         f"{kind} {issued.stored.id} for user {user_id}, {until}; shown once: store it now",
@@ -107,8 +111,8 @@ def list_command(database_url: DatabaseUrlOption = None, as_json: JsonOption = F
                 t.id,
                 t.user_id,
                 "yes" if t.operator else "",
-                f"{t.created_at:%Y-%m-%d %H:%M}",
-                f"{t.expires_at:%Y-%m-%d %H:%M}" if t.expires_at else "never",
+                t.created_at,
+                t.expires_at or "never",
                 t.state(now),
             )
             for t in tokens
@@ -120,13 +124,16 @@ def list_command(database_url: DatabaseUrlOption = None, as_json: JsonOption = F
 def revoke_command(
     token_id: Annotated[str, typer.Argument(metavar="ID", help="The token's id (tokens list).")],
     database_url: DatabaseUrlOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Revoke a token for good; running servers refuse it at once."""
     with connected(database_url) as conn:
         outcome = service.revoke_token(conn, token_id)
     if outcome == "unknown":
         fail(f"no token {token_id!r}")
-    if outcome == "already":
+    if as_json:
+        print_json({"id": token_id, "revoked": True, "already_revoked": outcome == "already"})
+    elif outcome == "already":
         console.print(f"token {token_id} was already revoked", highlight=False)
     else:
         console.print(f"revoked token {token_id}", highlight=False)

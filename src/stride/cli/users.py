@@ -35,9 +35,12 @@ def parse_uuid(value: str, flag: str) -> UUID:
 def add_command(
     user_id: Annotated[
         str | None,
-        typer.Option("--id", help="The user's UUID (default: a new time-ordered UUIDv7)."),
+        typer.Option(
+            "--id", metavar="UUID", help="The user's id (default: a new time-ordered UUIDv7)."
+        ),
     ] = None,
     database_url: DatabaseUrlOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Create a user and print its id."""
     requested = parse_uuid(user_id, "--id") if user_id is not None else None
@@ -46,18 +49,26 @@ def add_command(
             created = add_user(conn, requested)
         except DuplicateUserError as exc:
             fail(str(exc))
-    print(created)
+    if as_json:
+        print_json({"id": str(created)})
+    else:
+        print(created)
 
 
 @app.command("list")
 def list_command(
-    limit: Annotated[int, typer.Option("--limit", min=1, help="How many users to show.")] = 20,
+    limit: Annotated[
+        int, typer.Option("--limit", metavar="N", min=1, help="How many users to show.")
+    ] = 20,
     database_url: DatabaseUrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List users in id order, with their event counts.
+    """List the first users by id (UUID order), with their event counts.
 
-    Generated ids (UUIDv7) sort in creation order; ids given with `users add --id` sort by value.
+    Id order is not creation order: ids that `users add` mints are UUIDv7,
+    ordered by the millisecond they were minted; demo users' ids carry a
+    synthetic time, in seeding order; ids given with `--id` sort by value.
+    `created at` is the users.created_at column (synthetic for demo users).
     """
     with connected(database_url) as conn:
         users = list_users(conn, limit)
@@ -75,5 +86,5 @@ def list_command(
     render_table(
         "users",
         ["id", "created at", "events"],
-        [(u.id, u.created_at.isoformat(timespec="seconds"), u.event_count) for u in users],
+        [(u.id, u.created_at, u.event_count) for u in users],
     )

@@ -61,7 +61,9 @@ def worker_command(
     ] = 500,
     job_types: Annotated[
         str | None,
-        typer.Option("--job-types", metavar="A,B", help="Only claim these job types."),
+        typer.Option(
+            "--job-types", metavar="TYPES", help="Only claim these job types (comma-separated)."
+        ),
     ] = None,
     once: Annotated[bool, typer.Option("--once", help="Drain what is due now, then exit.")] = False,
     metrics_port: Annotated[
@@ -78,7 +80,7 @@ def worker_command(
         float,
         typer.Option(
             "--lease-seconds",
-            metavar="S",
+            metavar="SECONDS",
             min=0.1,
             max=86400,
             help="A job whose worker is silent this long is reclaimed by another worker.",

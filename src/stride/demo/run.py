@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -24,7 +25,12 @@ from stride.demo.worker_processes import running_workers
 from stride.storage.connection import connect, data_dir
 from stride.storage.migrations import Migration, migrate
 
-DEMO_SOURCE = "demo.objective_foundation"
+
+def fresh_demo_source(now: datetime | None = None) -> str:
+    """A new source label per demo run, `demo.<UTC time>`: a second `make demo` starts a run
+    of its own instead of adding to the first one's reports."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"demo.{moment:%Y%m%dT%H%M%S}Z"
 
 
 def default_worker_log() -> Path:
@@ -37,7 +43,7 @@ class DemoSettings:
     users: int = 5000
     seed: int = 1
     workers: int = 2
-    source: str = DEMO_SOURCE
+    source: str = field(default_factory=fresh_demo_source)
     worker_log: Path = field(default_factory=default_worker_log)
 
 

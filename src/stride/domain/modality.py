@@ -1,4 +1,4 @@
-"""Training modality (spec §4.2): declared, observed over 56 days, and resolved.
+"""Training modality (docs/contract.md §4.2): declared, observed over 56 days, and resolved.
 
 Open set: a signal we cannot classify stays `unknown` with low confidence, never forced
 into a family. `set.logged` events are read by timestamp only (their data is not loaded).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any, Final
@@ -115,7 +116,7 @@ _GOAL_WORDS: Final[Mapping[str, str]] = {
 
 
 def declared_family(raw: str) -> str:
-    """The family a declared training_modality names, or `unknown` (spec §4.2)."""
+    """The family a declared training_modality names, or `unknown` (docs/contract.md §4.2)."""
     return DECLARED_FAMILIES.get(token(raw), UNKNOWN)
 
 
@@ -191,30 +192,61 @@ def import_family(data: Mapping[str, Any], ignore: Ignore) -> tuple[str, str | N
     return family, provider
 
 
+@dataclass(frozen=True, slots=True)
+class Modality:
+    """The folded training modality, typed for the folds that read it; `to_data()` is the
+    projection's `modality` block."""
+
+    declared: str | None
+    declared_raw: str | None
+    declared_at: datetime | None
+    # The rendered `observed` block (built once; its counts are read through the
+    # properties below, whose shape `_observed_data` fixes).
+    observed: Mapping[str, Any]
+    resolved: str
+    confidence: float
+    source: str
+
+    @property
+    def days_by_family(self) -> Mapping[str, int]:
+        """Classified training days per family (and `unknown`) in the window."""
+        counts: Mapping[str, int] = self.observed["days_by_family"]
+        return counts
+
+    @property
+    def classified_family_days(self) -> int:
+        """Training days in the window classified into a family."""
+        classified: int = self.observed["classified_family_days"]
+        return classified
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "declared": self.declared,
+            "declared_raw": self.declared_raw,
+            "declared_at": iso_utc(self.declared_at) if self.declared_at else None,
+            "observed": self.observed,
+            "resolved": self.resolved,
+            "confidence": self.confidence,
+            "source": self.source,
+        }
+
+
 def fold_modality(events: Sequence[Event], ignored: IgnoredFields | None = None) -> dict[str, Any]:
-    """Modality from events already in (timestamp, id) order; see `modality_from_groups`."""
+    """Modality data from events already in (timestamp, id) order; see `modality_from_groups`."""
     groups: dict[str, list[Event]] = {}
     for event in events:
         groups.setdefault(event.event_type, []).append(event)
-    return modality_from_groups(groups, ignored)
+    return modality_from_groups(groups, ignored).to_data()
 
 
 def modality_from_groups(
     groups: Mapping[str, Sequence[Event]], ignored: IgnoredFields | None = None
-) -> dict[str, Any]:
+) -> Modality:
     """Modality from events grouped by type, each group in (timestamp, id) order."""
     declared, raw, declared_at = _declared(groups.get(PROFILE_UPDATED, ()), ignored)
     observed = _observed(groups, ignored)
     resolved, confidence, source = _resolve(declared, observed)
-    return {
-        "declared": declared,
-        "declared_raw": raw,
-        "declared_at": iso_utc(declared_at) if declared_at else None,
-        "observed": observed,
-        "resolved": resolved,
-        "confidence": confidence,
-        "source": source,
-    }
+    return Modality(declared, raw, declared_at, observed, resolved, confidence, source)
 
 
 def _declared(
@@ -324,7 +356,7 @@ def _top_counts(counts: Mapping[str, int], cap: int) -> dict[str, int]:
 
 
 def _resolve(declared: str | None, observed: Mapping[str, Any]) -> tuple[str, float, str]:
-    """(resolved family, confidence, source) by the rules of spec §4.2."""
+    """(resolved family, confidence, source) by the rules of docs/contract.md §4.2."""
     if observed["training_days"] == 0:
         if declared is None:
             return UNKNOWN, 0.0, "none"

@@ -1,7 +1,7 @@
 """Pure coercion of messy event JSON into the shapes the folds use.
 
 Every helper that drops or alters a value calls `ignore(field, reason)`, so a fold can
-record what it ignored instead of failing (spec §3: malformed data is never fatal).
+record what it ignored instead of failing (docs/contract.md §3: malformed data is never fatal).
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def ordered_events(events: Iterable[Event]) -> list[Event]:
             has_retractions = True
     if has_retractions:
         return without_retracted(listed)
-    # Same result as without_retracted, minus its per-event str(uuid) lookups (hot path).
+    # Same result as without_retracted, minus its per-event set lookups (hot path).
     listed.sort(key=_ORDER_KEY)
     return listed
 

@@ -1,7 +1,8 @@
-"""`objective_advisory/overview` (spec §4.3): warning-only advice about the active objective.
+"""`objective_advisory/overview` (docs/contract.md §4.3): warning-only advice on the objective.
 
 Nothing here blocks anything (`policy_role: advisory_only`). Computed from the folded
-`objective_state/active` data plus the user's override events and training timestamps.
+objective state (the typed `ObjectiveState`, not its rendered JSON) plus the user's
+override events and training timestamps.
 """
 
 from __future__ import annotations
@@ -12,21 +13,22 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from stride.domain.events import TRAINING_EVENT_TYPES, Event
-from stride.domain.modality import ENDURANCE, STRENGTH, UNKNOWN, goal_family
+from stride.domain.modality import ENDURANCE, STRENGTH, UNKNOWN, Modality, goal_family
 from stride.domain.normalise import (
     MISSING_REQUIRED,
     IgnoredFields,
+    Scalar,
     as_text,
     as_token,
     aware_utc,
     event_data,
-    is_mapping,
     iso_utc,
     ordered_events,
     parse_review_point,
     token,
 )
-from stride.projections.objective_state import OVERRIDE_RECORDED
+from stride.projections import objective_state
+from stride.projections.objective_state import OVERRIDE_RECORDED, Objective, ObjectiveState
 
 SCHEMA_VERSION: Final = "objective_advisory.v1"
 MODEL_VERSION: Final = "objective_advisory/2026.11.1"
@@ -86,14 +88,14 @@ class Override:
 
 
 def fold_objective_advisory(
-    events: Sequence[Event], now: datetime, state: Mapping[str, Any]
+    events: Sequence[Event], now: datetime, state: ObjectiveState
 ) -> dict[str, Any]:
     """`objective_advisory/overview` data from events in any order and the folded state."""
     return fold_ordered_advisory(ordered_events(events), now, state)
 
 
 def fold_ordered_advisory(
-    events: Sequence[Event], now: datetime, state: Mapping[str, Any]
+    events: Sequence[Event], now: datetime, state: ObjectiveState
 ) -> dict[str, Any]:
     """The fold proper, for non-retracted events already in (timestamp, id) order."""
     now = aware_utc(now)
@@ -106,8 +108,7 @@ def fold_ordered_advisory(
             last_activity = event.timestamp  # events are in time order
         elif kind == OVERRIDE_RECORDED:
             overrides.append(parse_override(event, ignored))
-    objective = _mapping(state.get("active_objective"))
-    modality = _mapping(state.get("modality"))
+    objective = state.active
     trackability = _trackability(objective, last_activity)
     summary = _override_summary(overrides, now)
     warnings = [
@@ -117,19 +118,19 @@ def fold_ordered_advisory(
             _default_inferred_warning(objective),
             _staleness_warning(last_activity, now),
             _review_due_warning(overrides, now),
-            _modality_mismatch_warning(objective, modality),
+            _modality_mismatch_warning(objective, state.modality),
         )
         if warning is not None
     ]
     return {
         "schema_version": SCHEMA_VERSION,
         "model_version": MODEL_VERSION,
-        "objective_state_model_version": state.get("model_version"),
+        "objective_state_model_version": objective_state.MODEL_VERSION,
         "policy_role": POLICY_ROLE,
         "generated_at": iso_utc(now),
         "warnings": warnings,
         "trackability": trackability,
-        "objective_snapshot": _snapshot(objective),
+        "objective_snapshot": objective.to_data(),
         "override_summary": summary,
         "safety_invariants_non_overridable": list(SAFETY_INVARIANTS_NON_OVERRIDABLE),
         "data_quality": ignored.as_data(),
@@ -154,33 +155,13 @@ def parse_override(event: Event, ignored: IgnoredFields) -> Override:
     )
 
 
-def _snapshot(objective: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of the objective that shares no dict or list with the state's data."""
-    return {key: _copy_shallow_json(value) for key, value in objective.items()}
-
-
-def _copy_shallow_json(value: Any) -> Any:
-    """Copies the two container levels an objective has (lists of flat objects)."""
-    if is_mapping(value):
-        return dict(value)
-    if isinstance(value, list):
-        return [dict(item) if is_mapping(item) else item for item in value]
-    return value
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    """`value` if it is a mapping, else an empty one: the state is read defensively."""
-    return value if is_mapping(value) else {}
-
-
 # --- trackability and override summary ---------------------------------------------------
 
 
-def _trackability(objective: Mapping[str, Any], last_activity: datetime | None) -> dict[str, Any]:
+def _trackability(objective: Objective, last_activity: datetime | None) -> dict[str, Any]:
     """Whether progress on the objective can be measured, and what is missing."""
-    metrics = objective.get("success_metrics")
-    metrics_count = len(metrics) if isinstance(metrics, list) else 0
-    goal = _mapping(objective.get("primary_goal"))
+    metrics_count = len(objective.success_metrics or ())
+    goal = objective.primary_goal or {}
     has_target = any(goal.get(key) not in (None, "") for key in TARGET_KEYS)
     gaps = []
     if metrics_count == 0:
@@ -261,10 +242,10 @@ def _trackability_warning(trackability: Mapping[str, Any]) -> dict[str, Any] | N
     )
 
 
-def _default_inferred_warning(objective: Mapping[str, Any]) -> dict[str, Any] | None:
+def _default_inferred_warning(objective: Objective) -> dict[str, Any] | None:
     """The objective was inferred, not stated, or is held with low confidence."""
-    source = objective.get("source")
-    confidence = _confidence(objective.get("confidence"))
+    source = objective.source
+    confidence = objective.effective_confidence()
     if source != "default_inferred" and confidence >= LOW_CONFIDENCE:
         return None
     return _warning(
@@ -318,24 +299,20 @@ def _review_due_warning(overrides: Sequence[Override], now: datetime) -> dict[st
     )
 
 
-def _modality_mismatch_warning(
-    objective: Mapping[str, Any], modality: Mapping[str, Any]
-) -> dict[str, Any] | None:
+def _modality_mismatch_warning(objective: Objective, modality: Modality) -> dict[str, Any] | None:
     """A strength/endurance goal while >=80% of >=6 classified days are the opposite family."""
-    family = objective_goal_family(objective)
+    family = objective_goal_family(objective.primary_goal)
     opposite = _OPPOSITE.get(family)
-    observed = _mapping(modality.get("observed"))
-    counts = _mapping(observed.get("days_by_family"))
-    classified = _count(observed.get("classified_family_days"))
+    classified = modality.classified_family_days
     if opposite is None or classified < MISMATCH_MIN_DAYS:
         return None
-    opposite_days = _count(counts.get(opposite))
+    opposite_days = modality.days_by_family[opposite]
     if opposite_days * 100 < MISMATCH_SHARE_PERCENT * classified:
         return None
     return _warning(
         MODALITY_MISMATCH,
         "info",
-        _confidence(modality.get("confidence")),
+        modality.confidence,
         f"The objective targets {family} but recent training is mostly {opposite}.",
         {
             "goal_family": family,
@@ -347,9 +324,9 @@ def _modality_mismatch_warning(
     )
 
 
-def objective_goal_family(objective: Mapping[str, Any]) -> str:
+def objective_goal_family(primary_goal: Mapping[str, Scalar] | None) -> str:
     """Training family the objective's primary goal states (type, then target_metric)."""
-    goal = _mapping(objective.get("primary_goal"))
+    goal = primary_goal or {}
     for key in ("type", "target_metric"):
         value = goal.get(key)
         if isinstance(value, str) and token(value):
@@ -357,15 +334,3 @@ def objective_goal_family(objective: Mapping[str, Any]) -> str:
             if family != UNKNOWN:
                 return family
     return UNKNOWN
-
-
-def _confidence(value: object) -> float:
-    """A 0..1 confidence read from (possibly stored) state; anything else counts as 0."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return 0.0
-    return round(min(1.0, max(0.0, float(value))), 2)
-
-
-def _count(value: object) -> int:
-    """A non-negative count read from state; anything else counts as 0."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

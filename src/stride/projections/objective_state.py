@@ -1,4 +1,4 @@
-"""`objective_state/active` (spec §4.1): the user's active objective and its provenance.
+"""`objective_state/active` (docs/contract.md §4.1): the user's active objective and its provenance.
 
 Pure fold: events in, JSON-ready dict out. One function per event type; `_HANDLERS`
 dispatches. Training and profile events feed the modality (stride.domain.modality).
@@ -14,7 +14,7 @@ from typing import Any, Final
 from uuid import UUID
 
 from stride.domain.events import Event
-from stride.domain.modality import ENDURANCE, HYBRID, STRENGTH, modality_from_groups
+from stride.domain.modality import ENDURANCE, HYBRID, STRENGTH, Modality, modality_from_groups
 from stride.domain.normalise import (
     MAX_TEXT,
     MISSING_REQUIRED,
@@ -139,15 +139,59 @@ class _Fold:
     override_events: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class ObjectiveState:
+    """The folded `objective_state/active`, typed for the folds that read it (the advisory).
+
+    `to_data()` renders the projection's JSON. The objects it holds are not changed
+    once the fold has returned.
+    """
+
+    active: Objective
+    active_kind: str
+    history: tuple[dict[str, Any], ...]  # newest first
+    explicit_events: int
+    legacy_events: int
+    override_events: int
+    modality: Modality
+    data_quality: dict[str, Any]
+
+    def to_data(self) -> dict[str, Any]:
+        data = self.active.to_data()
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "model_version": MODEL_VERSION,
+            "active_objective": data,
+            "objective_history": list(self.history),
+            "active_constraints": list(data["constraint_markers"]),
+            "unresolved_fields": self.active.unresolved_fields(),
+            "inferred_confidence": data["confidence"],
+            "source_summary": {
+                "explicit_objective_events": self.explicit_events,
+                "legacy_goal_events": self.legacy_events,
+                "override_rationale_events": self.override_events,
+                "default_inferred": self.active_kind == "default",
+                "active_kind": self.active_kind,
+            },
+            "modality": self.modality.to_data(),
+            "data_quality": self.data_quality,
+        }
+
+
 def fold_objective_state(events: Sequence[Event], now: datetime) -> dict[str, Any]:
     """`objective_state/active` data from a user's events in any order (retractions applied).
 
     `now` is accepted for the uniform fold signature; this projection does not depend on it.
     """
+    return fold_ordered_state(ordered_events(events)).to_data()
+
+
+def fold_state(events: Sequence[Event]) -> ObjectiveState:
+    """The typed state from a user's events in any order (retractions applied)."""
     return fold_ordered_state(ordered_events(events))
 
 
-def fold_ordered_state(events: Sequence[Event]) -> dict[str, Any]:
+def fold_ordered_state(events: Sequence[Event]) -> ObjectiveState:
     """The fold proper, for non-retracted events already in (timestamp, id) order."""
     fold = _Fold()
     groups: defaultdict[str, list[Event]] = defaultdict(list)
@@ -158,26 +202,17 @@ def fold_ordered_state(events: Sequence[Event]) -> dict[str, Any]:
         if kind in handlers:
             handlers[kind](fold, event, fold.ignored.sink(event))
     modality = modality_from_groups(groups, fold.ignored)
-    active, kind = _active_objective(fold, modality["resolved"])
-    data = active.to_data()
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "model_version": MODEL_VERSION,
-        "active_objective": data,
-        "objective_history": list(reversed(fold.history)),
-        "active_constraints": list(data["constraint_markers"]),
-        "unresolved_fields": active.unresolved_fields(),
-        "inferred_confidence": data["confidence"],
-        "source_summary": {
-            "explicit_objective_events": fold.explicit_events,
-            "legacy_goal_events": fold.legacy_events,
-            "override_rationale_events": fold.override_events,
-            "default_inferred": kind == "default",
-            "active_kind": kind,
-        },
-        "modality": modality,
-        "data_quality": fold.ignored.as_data(),
-    }
+    active, kind = _active_objective(fold, modality.resolved)
+    return ObjectiveState(
+        active=active,
+        active_kind=kind,
+        history=tuple(reversed(fold.history)),
+        explicit_events=fold.explicit_events,
+        legacy_events=fold.legacy_events,
+        override_events=fold.override_events,
+        modality=modality,
+        data_quality=fold.ignored.as_data(),
+    )
 
 
 def _active_objective(fold: _Fold, resolved_modality: str) -> tuple[Objective, str]:
@@ -197,7 +232,7 @@ def _active_objective(fold: _Fold, resolved_modality: str) -> tuple[Objective, s
 
 
 def default_objective(resolved_modality: str) -> Objective:
-    """The objective inferred when the user stated none (spec §4.1)."""
+    """The objective inferred when the user stated none (docs/contract.md §4.1)."""
     return Objective(
         objective_id=DEFAULT_OBJECTIVE_ID,
         mode="journal",
@@ -254,7 +289,7 @@ def _on_objective_archived(fold: _Fold, event: Event, ignore: Ignore) -> None:
 
 
 def _on_goal_set(fold: _Fold, event: Event, ignore: Ignore) -> None:
-    """The latest legacy goal.set, mapped to an objective (spec §4.1)."""
+    """The latest legacy goal.set, mapped to an objective (docs/contract.md §4.1)."""
     data = event_data(event, ignore)
     goal_type = as_token(data.get("goal_type"), "goal_type", ignore) or "health"
     goal: dict[str, Scalar] = {"type": goal_type}
@@ -307,7 +342,8 @@ _HANDLERS: Final[Mapping[str, Callable[[_Fold, Event, Ignore], None]]] = {
 
 
 def _objective_id(data: Mapping[str, Any], ignore: Ignore) -> str:
-    """The objective_id; blank means `objective.default` (spec §3), missing is reported."""
+    """The objective_id; blank means `objective.default` (docs/contract.md §3); missing is
+    reported."""
     raw = data.get("objective_id")
     if raw is None:
         ignore("objective_id", MISSING_REQUIRED)

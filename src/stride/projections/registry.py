@@ -1,7 +1,9 @@
-"""Which projection handlers run for which event types, and how one user's events are folded.
+"""The read models: which event types trigger each, which it reads, and how it folds a user.
 
-The I/O shell loads `input_event_types` (without data for `timestamp_only_event_types`),
-calls `fold_user`, and writes each returned (projection_type, key) row.
+A read model is a pure fold plus its registration. The I/O service
+(stride.readmodels) loads `input_event_types` (without data for
+`timestamp_only_event_types`), calls `fold_user`, and writes each returned
+(projection_type, key) row.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ Outputs = dict[tuple[str, str], dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
-class ProjectionHandler:
+class ReadModel:
     """A fold and the event types that trigger it, feed it, and the rows it writes."""
 
     name: str
@@ -32,17 +34,20 @@ class ProjectionHandler:
 
 
 def fold_objective_foundation(events: Sequence[Event], now: datetime) -> Outputs:
-    """Both objective projections from one event list (any order, retractions applied)."""
+    """Both objective projections from one event list (any order, retractions applied).
+
+    The advisory reads the state as a typed value, not as its rendered JSON.
+    """
     ordered = ordered_events(events)
     state = objective_state.fold_ordered_state(ordered)
     advisory = objective_advisory.fold_ordered_advisory(ordered, now, state)
     return {
-        ("objective_state", "active"): state,
+        ("objective_state", "active"): state.to_data(),
         ("objective_advisory", "overview"): advisory,
     }
 
 
-OBJECTIVE_FOUNDATION: Final = ProjectionHandler(
+OBJECTIVE_FOUNDATION: Final = ReadModel(
     name="objective_foundation",
     event_types=frozenset(OBJECTIVE_EVENT_TYPES),
     input_event_types=frozenset((*OBJECTIVE_EVENT_TYPES, RETRACTION_EVENT_TYPE)),
@@ -54,28 +59,48 @@ OBJECTIVE_FOUNDATION: Final = ProjectionHandler(
     fold=fold_objective_foundation,
 )
 
-HANDLERS: Final[tuple[ProjectionHandler, ...]] = (OBJECTIVE_FOUNDATION,)
+READ_MODELS: Final[tuple[ReadModel, ...]] = (OBJECTIVE_FOUNDATION,)
 
-_BY_EVENT_TYPE: Final[Mapping[str, tuple[ProjectionHandler, ...]]] = {
-    event_type: tuple(h for h in HANDLERS if event_type in h.event_types)
-    for event_type in sorted({t for h in HANDLERS for t in h.event_types})
+_BY_EVENT_TYPE: Final[Mapping[str, tuple[ReadModel, ...]]] = {
+    event_type: tuple(m for m in READ_MODELS if event_type in m.event_types)
+    for event_type in sorted({t for m in READ_MODELS for t in m.event_types})
 }
 
 
-def handlers_for_event_type(event_type: str) -> tuple[ProjectionHandler, ...]:
-    """Handlers an event of this type triggers; a retraction triggers none by itself (the
-    shell re-runs the handlers of the retracted event's type)."""
+def read_models_for_event_type(event_type: str) -> tuple[ReadModel, ...]:
+    """Read models an event of this type triggers; a retraction triggers none by itself
+    (the I/O service re-runs the read models of the retracted event's type)."""
     return _BY_EVENT_TYPE.get(event_type, ())
 
 
-def fold_user(
-    events: Sequence[Event], now: datetime, handlers: Iterable[ProjectionHandler]
-) -> Outputs:
-    """Every output of `handlers` for one user's events; two handlers may not share a row."""
+# At most this many unreadable events are listed per projection (all are counted).
+UNREADABLE_LISTED: Final = 20
+
+
+def fold_user(events: Sequence[Event], now: datetime, read_models: Iterable[ReadModel]) -> Outputs:
+    """Every output of `read_models` for one user's events; two may not share a row.
+
+    Events the loader could not read back are left out of the folds and listed
+    in each output's `data_quality.unreadable_events`: one bad row never costs
+    the user their projections.
+    """
+    readable = [e for e in events if e.unreadable is None]
+    unreadable = sorted((e for e in events if e.unreadable is not None), key=lambda e: e.id)
     outputs: Outputs = {}
-    for handler in handlers:
-        for row, data in handler.fold(events, now).items():
+    for read_model in read_models:
+        for row, data in read_model.fold(readable, now).items():
             if row in outputs:
-                raise ValueError(f"projection {row} is written by more than one handler")
-            outputs[row] = data
+                raise ValueError(f"projection {row} is written by more than one read model")
+            outputs[row] = _with_unreadable(data, unreadable) if unreadable else data
     return outputs
+
+
+def _with_unreadable(data: dict[str, Any], unreadable: Sequence[Event]) -> dict[str, Any]:
+    quality = data.get("data_quality")
+    quality = dict(quality) if isinstance(quality, Mapping) else {}
+    quality["unreadable_events_count"] = len(unreadable)
+    quality["unreadable_events"] = [
+        {"event_id": str(e.id), "event_type": e.event_type, "reason": e.unreadable}
+        for e in unreadable[:UNREADABLE_LISTED]
+    ]
+    return {**data, "data_quality": quality}

@@ -2,8 +2,10 @@
 
 A single-job handler gets a `JobContext`, a batch handler a `BatchContext` with
 many jobs of one type; either runs inside the transaction that completes its
-jobs. Raising an exception retries the job with backoff (then `dead`); raising
-`PermanentJobError` ends it `failed` at once.
+jobs, and either may defer a job instead (back to pending later, no attempt
+spent), which is how a long piece of work runs as short steps. Raising an
+exception retries the job with backoff (then `dead`); raising
+`PermanentJobError` ends it `failed` at once, `JobCancelledError` `cancelled`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ class PermanentJobError(Exception):
     """Retrying cannot help (e.g. the payload is unusable): the job ends `failed`, no retries."""
 
 
+class JobCancelledError(Exception):
+    """The job's work was cancelled while a worker held it: the job ends `cancelled`."""
+
+
 @dataclass(slots=True)
 class JobContext:
     """What a single-job handler gets: its job and the connection inside its transaction."""
@@ -30,6 +36,15 @@ class JobContext:
     worker_id: str
     database_url: str
     _heartbeat: Heartbeat = field(repr=False)
+    deferred: float | None = None
+
+    def defer(self, seconds: float) -> None:
+        """Put the job back to pending after `seconds` (its writes still commit), no attempt spent.
+
+        A job that does a long piece of work one step per run defers itself
+        after each step, so the runner is free for other jobs in between.
+        """
+        self.deferred = seconds
 
     def heartbeat(self) -> bool:
         """Extend the lease now; False when the job is no longer ours (stop working on it)."""

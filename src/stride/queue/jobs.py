@@ -180,8 +180,10 @@ SELECT jobs,
 FROM summary
 """
 
-# What a query given to enqueue_from_query must yield, by name.
+# What a query given to enqueue_from_query must yield, by name; it may also yield
+# any of OPTIONAL_QUERY_COLUMNS when it names them.
 QUERY_COLUMNS: Final = ("job_type", "payload", "user_id", "priority", "dedup_key")
+OPTIONAL_QUERY_COLUMNS: Final = ("max_retries", "scheduled_for")
 
 
 def insert_rows_sql(rows: sql.Composable, columns: Sequence[str]) -> sql.Composed:
@@ -266,14 +268,25 @@ def enqueue_many(conn: DbConnection, jobs: Sequence[NewJob]) -> int:
     return int(row[0]) if row else 0
 
 
-def enqueue_from_query(conn: DbConnection, query: sql.Composable, params: Mapping[str, Any]) -> int:
+def enqueue_from_query(
+    conn: DbConnection,
+    query: sql.Composable,
+    params: Mapping[str, Any],
+    *,
+    optional_columns: Sequence[str] = (),
+) -> int:
     """Enqueue every row `query` yields, in one statement; returns how many were inserted.
 
     `query` is a SELECT yielding the columns of QUERY_COLUMNS by name (`payload`
-    as jsonb); rows whose dedup key is in flight are skipped. The rows are not
-    sent to the client and back: the database inserts straight from the query.
+    as jsonb), plus those of `optional_columns` (e.g. `scheduled_for`, to make
+    jobs due later); rows whose dedup key is in flight are skipped. The rows are
+    not sent to the client and back: the database inserts straight from the query.
     """
-    row = conn.execute(insert_rows_sql(query, QUERY_COLUMNS), params).fetchone()
+    unknown = set(optional_columns) - set(OPTIONAL_QUERY_COLUMNS)
+    if unknown:
+        raise ValueError(f"enqueue_from_query: unknown optional columns {sorted(unknown)}")
+    columns = (*QUERY_COLUMNS, *optional_columns)
+    row = conn.execute(insert_rows_sql(query, columns), params).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -361,23 +374,32 @@ WHERE id = %s AND attempt = %s AND status = 'processing' AND locked_by = %s
 RETURNING id
 """
 
+# A failure also appends to the job's error history (`stride jobs show`); only
+# failure paths write it, so the completion path pays nothing for it.
 FAIL_SQL: Final = """
 UPDATE background_jobs
 SET status = CASE WHEN attempt > max_retries THEN 'dead' ELSE 'pending' END,
-    error_message = %s,
+    error_message = %(error)s,
+    error_history = stride_append_error(error_history, jsonb_build_object(
+        'attempt', attempt, 'at', clock_timestamp(), 'error', %(error)s::text, 'worker', locked_by,
+        'outcome', CASE WHEN attempt > max_retries THEN 'dead' ELSE 'retry' END)),
     scheduled_for = CASE WHEN attempt > max_retries THEN scheduled_for
-                         ELSE clock_timestamp() + make_interval(secs => %s) END,
+                         ELSE clock_timestamp() + make_interval(secs => %(delay)s) END,
     completed_at = CASE WHEN attempt > max_retries THEN clock_timestamp() END,
     locked_until = NULL
-WHERE id = %s AND attempt = %s AND status = 'processing' AND locked_by = %s
+WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'processing' AND locked_by = %(owner)s
 RETURNING status
 """
 
 # Ends a held job without success and without retries: `dead` (nothing can run
-# it, e.g. no handler) or `failed` (its handler declared it hopeless).
+# it, e.g. no handler), `failed` (its handler declared it hopeless) or
+# `cancelled` (its handler found its work cancelled).
 GIVE_UP_SQL: Final = """
 UPDATE background_jobs
 SET status = %(status)s, error_message = %(error)s, completed_at = clock_timestamp(),
+    error_history = stride_append_error(error_history, jsonb_build_object(
+        'attempt', attempt, 'at', clock_timestamp(), 'error', %(error)s::text, 'worker', locked_by,
+        'outcome', %(status)s::text)),
     locked_until = NULL
 WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'processing' AND locked_by = %(owner)s
 """
@@ -473,9 +495,14 @@ def fail(
 ) -> FailOutcome:
     """Record a failed attempt: retry after a backoff, or `dead` once attempts are exhausted."""
     delay = policy.delay(job.attempt) if delay_seconds is None else delay_seconds
-    row = conn.execute(
-        FAIL_SQL, (truncate_error(error), delay, job.id, job.attempt, job.locked_by)
-    ).fetchone()
+    params = {
+        "error": truncate_error(error),
+        "delay": delay,
+        "id": job.id,
+        "attempt": job.attempt,
+        "owner": job.locked_by,
+    }
+    row = conn.execute(FAIL_SQL, params).fetchone()
     if row is None:
         return FailOutcome.LOST
     return FailOutcome.DEAD if row[0] == "dead" else FailOutcome.RETRY
@@ -503,6 +530,11 @@ def mark_dead(conn: DbConnection, job: ClaimedJob, reason: str) -> bool:
 def mark_failed(conn: DbConnection, job: ClaimedJob, reason: str) -> bool:
     """End a held job `failed` at once, no retries (its handler said retrying cannot help)."""
     return _give_up(conn, job, "failed", reason)
+
+
+def mark_cancelled(conn: DbConnection, job: ClaimedJob, reason: str) -> bool:
+    """End a held job `cancelled` (its handler found the work it belongs to cancelled)."""
+    return _give_up(conn, job, "cancelled", reason)
 
 
 def defer_many(conn: DbConnection, jobs: Sequence[ClaimedJob], delays: Sequence[float]) -> set[int]:

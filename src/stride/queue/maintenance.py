@@ -9,7 +9,8 @@ the lock, so a leader that lost its session can no longer act.
 A leader that hangs with its connection open (a paused process) must not block
 maintenance forever: its session runs with an `idle_session_timeout` a few
 intervals long, so the server ends a session that stopped asking for work and
-the lock passes on.
+the lock passes on. Only a lost session costs leadership; any other database
+error is logged and the round is tried again at the next interval.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Final
 
 import psycopg
 
+from stride.queue.sessions import connection_lost
 from stride.storage.connection import DatabaseConfigError, DbConnection, connect
 
 logger = logging.getLogger("stride.queue.maintenance")
@@ -51,28 +53,32 @@ IDLE_TIMEOUT_SQL: Final = "SELECT set_config('idle_session_timeout', %s, false)"
 # A lease that ran out means its worker died, hung or lost its connection. The
 # job goes back to pending keeping its attempt count (the crashed run counts),
 # or dead when crashes used up its attempts, so a job that kills its worker
-# cannot loop forever. SKIP LOCKED: a row locked right now belongs to a live
-# transaction (its owner is completing it) and is not ours to judge.
+# cannot loop forever; the reason goes to error_message and is appended to the
+# job's error history (`stride jobs show`). SKIP LOCKED: a row locked right now
+# belongs to a live transaction (its owner is completing it) and is not ours to
+# judge.
 RECLAIM_SQL: Final = """
 WITH expired AS (
-    SELECT id FROM background_jobs
+    SELECT id, attempt > max_retries AS exhausted,
+           'lease expired on attempt ' || attempt || ' (worker ' || coalesce(locked_by, '?')
+           || ' died or lost its connection); '
+           || CASE WHEN attempt > max_retries THEN 'no attempts left' ELSE 'reclaimed' END
+               AS reason
+    FROM background_jobs
     WHERE status = 'processing' AND locked_until < clock_timestamp()
     ORDER BY locked_until
     LIMIT %s
     FOR UPDATE SKIP LOCKED
 )
 UPDATE background_jobs AS j
-SET status = CASE WHEN j.attempt > j.max_retries THEN 'dead' ELSE 'pending' END,
-    error_message = CASE
-        WHEN j.attempt > j.max_retries THEN
-            'lease expired on attempt ' || j.attempt || ' (worker ' || coalesce(j.locked_by, '?')
-            || ' died or lost its connection); no attempts left'
-        ELSE
-            'lease expired on attempt ' || j.attempt || ' (worker ' || coalesce(j.locked_by, '?')
-            || ' died or lost its connection); reclaimed'
-        END,
-    completed_at = CASE WHEN j.attempt > j.max_retries THEN clock_timestamp() END,
-    scheduled_for = CASE WHEN j.attempt > j.max_retries THEN j.scheduled_for
+SET status = CASE WHEN expired.exhausted THEN 'dead' ELSE 'pending' END,
+    error_message = expired.reason,
+    error_history = stride_append_error(j.error_history, jsonb_build_object(
+        'attempt', j.attempt, 'at', clock_timestamp(), 'error', expired.reason,
+        'worker', j.locked_by,
+        'outcome', CASE WHEN expired.exhausted THEN 'dead' ELSE 'reclaimed' END)),
+    completed_at = CASE WHEN expired.exhausted THEN clock_timestamp() END,
+    scheduled_for = CASE WHEN expired.exhausted THEN j.scheduled_for
                          ELSE clock_timestamp() END,
     locked_until = NULL
 FROM expired
@@ -183,6 +189,15 @@ class MaintenanceLeader:
             if self._leading:
                 self._maintain(conn)
         except (DatabaseConfigError, psycopg.Error) as exc:
+            if not isinstance(exc, DatabaseConfigError) and not connection_lost(self._conn):
+                # The session (and with it the lock) is intact: one failed round.
+                logger.warning(
+                    "maintenance_failed name=%s leading=%s error=%r",
+                    self.name,
+                    self._leading,
+                    exc,
+                )
+                return
             if self._leading:
                 logger.warning("maintenance_leader_lost name=%s error=%r", self.name, exc)
             else:
@@ -200,7 +215,7 @@ class MaintenanceLeader:
             self._conn = None
 
     def _connection(self) -> DbConnection:
-        if self._conn is None or self._conn.closed or self._conn.broken:
+        if self._conn is None or connection_lost(self._conn):
             self.close()
             conn = connect(
                 self.database_url, autocommit=True, application_name="stride-maintenance"

@@ -9,6 +9,12 @@ and `apply_settlement` writes that in at most two fenced statements. A unit
 that fails is retried one job at a time; a single job that fails is retried
 with backoff, or ends `failed` when its handler raised `PermanentJobError`.
 
+Errors are told apart by whether the runner's session survived them
+(sessions.connection_lost): a broken session is reconnected and the jobs in
+hand recovered on the new one; any other database error is the job's. A lock
+wait that ran into the session's `lock_timeout` (SQLSTATE 55P03: a frozen or
+slow holder) defers the whole unit without spending an attempt.
+
 What the runner needs from the process around it (stop flag, connections,
 leases, wake-ups) is the small `Supervisor` interface.
 """
@@ -30,6 +36,7 @@ from stride.queue import metrics
 from stride.queue.handlers import (
     BatchContext,
     HandlerRegistry,
+    JobCancelledError,
     JobContext,
     PermanentJobError,
     Registration,
@@ -41,10 +48,12 @@ from stride.queue.jobs import (
     complete_many,
     defer_many,
     fail,
+    mark_cancelled,
     mark_dead,
     mark_failed,
     release,
 )
+from stride.queue.sessions import connection_lost
 from stride.queue.user_locks import try_lock_users
 from stride.storage.connection import DbConnection
 
@@ -57,6 +66,14 @@ class LeaseLostError(Exception):
 
 class ConnectionLostError(Exception):
     """The runner's connection broke; the jobs in hand must be recovered on a new one."""
+
+
+# Touches the handler's transaction when it heartbeats, so a handler that works
+# long between queries is not ended by idle_in_transaction_session_timeout.
+TOUCH_SQL = "SELECT 1"
+# A runner statement outside any job that failed without losing the session
+# (the claim, a settlement) is retried after a backoff that doubles up to this.
+RUNNER_ERROR_MAX_DELAY = 5.0
 
 
 class Supervisor(Protocol):
@@ -97,6 +114,8 @@ class RunnerSettings:
     job_types: list[str] | None
     retry_policy: RetryPolicy
     user_busy_delay: float
+    # Jobs whose unit gave up on a lock (lock_timeout) come back after about this.
+    lock_wait_delay: float = 1.0
 
 
 # --- pure decisions --------------------------------------------------------------------------
@@ -204,6 +223,7 @@ class Runner:
     def loop(self, once: bool) -> None:
         """Claim and run until stopped (or, with `once`, until a claim comes back empty)."""
         s = self.settings
+        error_delay = 0.0
         while not self.supervisor.stopping:
             try:
                 if self._broken():
@@ -216,6 +236,7 @@ class Runner:
                 claimed = claim_due_jobs(
                     self.conn, self.lease_owner, s.batch_size, s.lease_seconds, s.job_types
                 )
+                error_delay = 0.0
                 if not claimed:
                     if once:
                         return
@@ -226,22 +247,50 @@ class Runner:
                 for job_type, count in Counter(j.job_type for j in claimed).items():
                     metrics.JOBS_CLAIMED.labels(job_type).inc(count)
                 self._run_claimed(claimed)
-            except (ConnectionLostError, psycopg.OperationalError) as exc:
-                logger.warning(
-                    "runner connection lost lease_owner=%s error=%r: reconnecting",
-                    self.lease_owner,
-                    exc.__cause__ or exc,
-                )
-                self.close()
-                # Stop heartbeating them: if we cannot come back, their leases run out.
-                self.supervisor.drop(self.in_hand)
+            except (ConnectionLostError, psycopg.Error) as exc:
+                if isinstance(exc, ConnectionLostError) or self._broken():
+                    self._connection_lost(exc.__cause__ or exc)
+                else:
+                    error_delay = min(max(error_delay * 2, 0.1), RUNNER_ERROR_MAX_DELAY)
+                    self._runner_error(exc, error_delay)
         try:
             self._hand_back(self.in_hand)
-        except psycopg.OperationalError as exc:
+        except psycopg.Error as exc:
             logger.warning("hand back failed error=%r: leases will expire instead", exc)
 
+    def _connection_lost(self, error: BaseException) -> None:
+        """The session is gone, and with it every lock and uncommitted write it held."""
+        logger.warning(
+            "runner connection lost lease_owner=%s jobs_in_hand=%d error=%s: reconnecting",
+            self.lease_owner,
+            len(self.in_hand),
+            describe_error(error),
+        )
+        self.close()
+        # Stop heartbeating them: if we cannot come back, their leases run out.
+        self.supervisor.drop(self.in_hand)
+
+    def _runner_error(self, error: psycopg.Error, delay: float) -> None:
+        """A claim or settlement failed but the session lives: back off, never reconnect.
+
+        The jobs in hand stop being heartbeated, so their leases run out and the
+        maintenance leader returns them (a spent attempt each): a statement that
+        keeps failing on them ends them dead instead of looping.
+        """
+        logger.warning(
+            "runner_error lease_owner=%s jobs_in_hand=%d error=%s: retrying in %.1fs",
+            self.lease_owner,
+            len(self.in_hand),
+            describe_error(error),
+            delay,
+        )
+        self.supervisor.drop(self.in_hand)
+        self.in_hand = []
+        self.running.clear()
+        time.sleep(delay)
+
     def _broken(self) -> bool:
-        return self.conn is None or self.conn.closed or self.conn.broken
+        return connection_lost(self.conn)
 
     def _recover_in_hand(self) -> None:
         """After a reconnect: retry jobs whose run died with the old connection, release the rest.
@@ -260,7 +309,15 @@ class Runner:
             self._record(job, 0.0, outcome.value)
         self.running.clear()
         self._finished(died)
+        unstarted = len(self.in_hand)
         self._hand_back(self.in_hand)
+        if died or unstarted:
+            logger.info(
+                "recovered_in_hand lease_owner=%s interrupted=%d unstarted=%d",
+                self.lease_owner,
+                len(died),
+                unstarted,
+            )
 
     def _hand_back(self, jobs: Sequence[ClaimedJob]) -> None:
         """Release claimed-but-unstarted jobs, keeping their place in line and their attempts."""
@@ -336,7 +393,9 @@ class Runner:
             if self._broken():
                 raise ConnectionLostError from exc
             self.running.difference_update(ids)
-            if len(unit) > 1:
+            if isinstance(exc, psycopg.errors.LockNotAvailable):
+                self._defer_lock_wait(registration, unit, exc)
+            elif len(unit) > 1:
                 self._run_one_by_one(registration, unit, exc)
             else:
                 self._settle_failure(unit[0], exc, time.perf_counter() - started)
@@ -345,21 +404,63 @@ class Runner:
         self._finished(unit)
         self._record_settled(registration, unit, plan, time.perf_counter() - started)
 
+    def _defer_lock_wait(
+        self, registration: Registration, unit: list[ClaimedJob], exc: Exception
+    ) -> None:
+        """The unit waited a lock_timeout for a lock (a frozen or slow holder): try later.
+
+        Deferred, not failed: the jobs are fine, someone else holds what they
+        need. The delay is about one lock_timeout, so a long-held lock costs
+        one short log line per unit every couple of lock timeouts, not a loop.
+        """
+        assert self.conn is not None
+        delays = [self.settings.lock_wait_delay * (0.5 + self.rng.random()) for _ in unit]
+        kept = defer_many(self.conn, unit, delays)
+        self._finished(unit)
+        metrics.JOBS_DEFERRED.labels(registration.job_type).inc(len(kept))
+        metrics.JOBS_LOST.labels(registration.job_type).inc(len(unit) - len(kept))
+        # One line for the unit, however many jobs it held.
+        logger.warning(
+            "lock_wait_timeout job_type=%s jobs=%d deferred=%d error=%s: again in ~%.1fs",
+            registration.job_type,
+            len(unit),
+            len(kept),
+            describe_error(exc),
+            self.settings.lock_wait_delay,
+        )
+
+    def _heartbeat(self, jobs: Sequence[ClaimedJob]) -> bool:
+        """A handler's heartbeat: touch its transaction, then extend the leases.
+
+        Runs in the runner's thread (the handler calls it), so using the
+        runner's connection here is safe; False when the session or a lease is gone.
+        """
+        if self.conn is None or self._broken():
+            return False
+        try:
+            self.conn.execute(TOUCH_SQL)
+        except psycopg.Error:
+            if self._broken():
+                return False
+            raise
+        return self.supervisor.heartbeat(jobs)
+
     def _call_handler(
         self, registration: Registration, jobs: list[ClaimedJob]
     ) -> Mapping[int, float]:
         """Call the handler; returns the delays of the jobs it deferred."""
         assert self.conn is not None
         s = self.settings
-        heartbeat = self.supervisor.heartbeat
+        heartbeat = self._heartbeat
         with metrics.HANDLER_DURATION.labels(registration.job_type).time():
             if registration.batch:
                 batch = BatchContext(self.conn, jobs, s.worker_id, s.database_url, heartbeat)
                 registration.handler(batch)
                 return batch.deferred
             [job] = jobs
-            registration.handler(JobContext(self.conn, job, s.worker_id, s.database_url, heartbeat))
-            return {}
+            context = JobContext(self.conn, job, s.worker_id, s.database_url, heartbeat)
+            registration.handler(context)
+            return {} if context.deferred is None else {job.id: context.deferred}
 
     def _lock_users(self, jobs: list[ClaimedJob]) -> tuple[list[ClaimedJob], set[int]]:
         """Split jobs into those whose user lock we won (or that have no user) and the busy rest."""
@@ -390,10 +491,13 @@ class Runner:
             self._run_unit(registration, [job])
 
     def _settle_failure(self, job: ClaimedJob, exc: Exception, duration_s: float) -> None:
-        """Record why one job's transaction failed: lost lease, permanent failure, or a retry."""
+        """Why one job's transaction failed: lost lease, cancelled, permanent failure, retry."""
         assert self.conn is not None
         if isinstance(exc, LeaseLostError):
             outcome = "lost"
+        elif isinstance(exc, JobCancelledError):
+            logger.info("job_cancelled job_type=%s job_id=%d: %s", job.job_type, job.id, exc)
+            outcome = "cancelled" if mark_cancelled(self.conn, job, str(exc)) else "lost"
         elif isinstance(exc, PermanentJobError):
             logger.warning(
                 "job_failed_permanently job_type=%s job_id=%d attempt=%d error=%s",

@@ -26,6 +26,16 @@ WHERE pg_try_advisory_xact_lock(%s, key)
 """
 
 
+# pg_advisory_xact_lock waits for each user a worker holds now (workers only
+# try-lock, so they never wait on us and cannot deadlock with us); the keys are
+# taken in ascending order (the sorted subquery is scanned as is), so two
+# waiting lockers of overlapping users cannot deadlock each other either.
+LOCK_USERS_SQL = """
+SELECT count(pg_advisory_xact_lock(%s, key))
+FROM (SELECT DISTINCT key FROM unnest(%s::int[]) AS key ORDER BY key) AS sorted_keys
+"""
+
+
 def user_lock_key(user_id: UUID) -> int:
     """Fold a uuid into a signed 32-bit advisory-lock key (xor of its four words)."""
     value = user_id.int
@@ -45,3 +55,10 @@ def try_lock_users(conn: DbConnection, user_ids: Iterable[UUID]) -> set[UUID]:
         return set()
     rows = conn.execute(TRY_LOCK_USERS_SQL, (list(by_key), USER_LOCK_NAMESPACE))
     return {user_id for (key,) in rows.fetchall() for user_id in by_key[key]}
+
+
+def lock_users(conn: DbConnection, user_ids: Iterable[UUID]) -> None:
+    """Lock each user for the current transaction, waiting while a worker holds one."""
+    keys = sorted({user_lock_key(user_id) for user_id in user_ids})
+    if keys:
+        conn.execute(LOCK_USERS_SQL, (USER_LOCK_NAMESPACE, keys))

@@ -5,10 +5,15 @@ Threads, each with its own connection:
 - the listener waits on LISTEN NOTIFY_CHANNEL and wakes idle runners (polling
   every `poll_interval` is the fallback, so a lost notification only costs
   latency);
-- the lease keeper extends the leases of every job in hand;
+- the lease keeper extends the leases of every job in hand and keeps this
+  worker's heartbeat row fresh (heartbeats.py, read by `stride workers`);
 - the maintenance thread campaigns for maintenance leadership and, while this
   worker leads, reclaims expired leases and prunes old jobs (maintenance.py).
-SIGTERM/SIGINT stop claiming; a lost connection is re-opened.
+SIGTERM/SIGINT stop claiming; a lost connection is re-opened. Every
+connection runs under the session limits of sessions.py, tied to the lease, so
+a frozen worker's locks outlive its lease by little; and only a broken
+connection counts as lost (sessions.connection_lost): any other database error
+is logged and waited out, never a reconnect loop.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import secrets
 import signal
 import socket
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from types import FrameType
@@ -28,6 +34,12 @@ import psycopg
 from psycopg import sql
 
 from stride.queue.handlers import HandlerRegistry
+from stride.queue.heartbeats import (
+    WorkerPresence,
+    forget_silent_workers,
+    record_heartbeat,
+    retire_worker,
+)
 from stride.queue.jobs import (
     DEFAULT_RETRY_POLICY,
     NOTIFY_ANY_TYPE,
@@ -38,11 +50,15 @@ from stride.queue.jobs import (
 )
 from stride.queue.maintenance import DEFAULT_PRUNE_COMPLETED_AFTER, MaintenanceLeader
 from stride.queue.runner import Runner, RunnerSettings
+from stride.queue.sessions import SessionLimits, connection_lost, session_conninfo
 from stride.storage.connection import DatabaseConfigError, DbConnection, connect
 
 logger = logging.getLogger(__name__)
 
 LISTEN_SQL = sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL))
+IDLE_SESSION_TIMEOUT_SQL = "SELECT set_config('idle_session_timeout', %s, false)"
+LISTENER_PING_SQL = "SELECT 1"
+LISTENER_IDLE_FLOOR_SECONDS = 1.0
 # Runner sessions commit without waiting for the WAL flush. A job's handler writes
 # and its completion are one transaction, so a server crash can only lose both
 # together, leaving the job processing (reclaimed after its lease) or pending:
@@ -54,6 +70,9 @@ ASYNC_COMMIT_SQL = "SET synchronous_commit = off"
 # process start-up on a busy server, so runner sessions never go parallel.
 NO_PARALLEL_SQL = "SET max_parallel_workers_per_gather = 0"
 RECONNECT_MAX_DELAY = 5.0
+# A listener whose session keeps failing without being lost waits this long
+# before trying again, so an unexpected error can never become a hot loop.
+LISTENER_ERROR_DELAY = 1.0
 
 
 def default_worker_id() -> str:
@@ -70,6 +89,9 @@ class LeaseKeeper:
         self._held: dict[int, ClaimedJob] = {}
         self._conn_lock = threading.Lock()
         self._conn: DbConnection | None = None
+        # Set by the worker: each beat also says the worker is alive (heartbeats.py).
+        self.presence: WorkerPresence | None = None
+        self._announced = False
 
     def hold(self, jobs: Sequence[ClaimedJob]) -> None:
         with self._held_lock:
@@ -82,11 +104,35 @@ class LeaseKeeper:
                 self._held.pop(job.id, None)
 
     def beat(self) -> None:
-        """Extend the lease of every job held."""
+        """Extend the lease of every job held, and say this worker is alive."""
         with self._held_lock:
             held = list(self._held.values())
         if held:
             self.extend(held)
+        self.announce()
+
+    def announce(self) -> None:
+        """Refresh this worker's heartbeat row (the first one also clears long-silent rows)."""
+        if self.presence is None:
+            return
+        with self._conn_lock:
+            try:
+                conn = self._connection()
+                if not self._announced:
+                    forget_silent_workers(conn)
+                record_heartbeat(conn, self.presence)
+                self._announced = True
+            except psycopg.errors.UndefinedTable:
+                logger.warning(
+                    "worker_heartbeats is missing (run `stride db migrate`): "
+                    "`stride workers` will not list this worker"
+                )
+                self.presence = None
+            except (DatabaseConfigError, psycopg.OperationalError) as exc:
+                logger.warning("worker heartbeat failed error=%r", exc)
+                self._close()
+            except psycopg.Error as exc:
+                logger.warning("worker heartbeat failed error=%r", exc)
 
     def heartbeat(self, jobs: Sequence[ClaimedJob]) -> bool:
         """Extend leases of `jobs` now; False when any of them is known to be lost."""
@@ -111,18 +157,29 @@ class LeaseKeeper:
                 conn = self._connection()
                 for owned in by_owner.values():
                     kept |= extend_lease(conn, owned, self.lease_seconds)
-            except (DatabaseConfigError, psycopg.OperationalError) as exc:
-                logger.warning("heartbeat failed error=%r", exc)
-                self._close()
+            except (DatabaseConfigError, psycopg.Error) as exc:
+                # Unknown, not lost: the next beat tries again. Only a broken
+                # session is replaced; any other error keeps it.
+                lost = isinstance(exc, DatabaseConfigError) or connection_lost(self._conn)
+                logger.warning("heartbeat failed error=%r connection_lost=%s", exc, lost)
+                if lost:
+                    self._close()
                 return None
         return kept
 
     def close(self) -> None:
+        """Delete this worker's heartbeat row (a clean stop), then close the connection."""
         with self._conn_lock:
+            conn = self._conn
+            # Only on the open connection: a stopping worker never waits to reconnect
+            # just to say goodbye (its row then goes silent and is forgotten later).
+            if self.presence is not None and conn is not None and not conn.closed:
+                with contextlib.suppress(psycopg.Error):
+                    retire_worker(conn, self.presence.worker_id)
             self._close()
 
     def _connection(self) -> DbConnection:
-        if self._conn is None or self._conn.closed or self._conn.broken:
+        if self._conn is None or connection_lost(self._conn):
             self._close()
             self._conn = connect(
                 self.database_url, autocommit=True, application_name="stride-keeper"
@@ -150,7 +207,7 @@ class Supervision:
         durable_commits: bool,
     ) -> None:
         self.worker_id = worker_id
-        self.database_url = database_url
+        self.database_url = database_url  # with the session limits (sessions.py)
         self.leases = leases
         self.poll_interval = poll_interval
         self.durable_commits = durable_commits
@@ -198,7 +255,7 @@ class Supervision:
                 return connect(
                     self.database_url, autocommit=True, application_name=f"stride-{purpose}"
                 )
-            except (DatabaseConfigError, psycopg.OperationalError) as exc:
+            except (DatabaseConfigError, psycopg.Error) as exc:
                 logger.warning("reconnect purpose=%s error=%r retry_in_s=%.1f", purpose, exc, delay)
                 stop.wait(delay)
                 delay = min(delay * 2, RECONNECT_MAX_DELAY)
@@ -238,32 +295,45 @@ class Worker:
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.worker_id = worker_id or default_worker_id()
+        self.limits = SessionLimits.for_lease(lease_seconds)
+        # Every connection of this worker, and every one its handlers open from
+        # JobContext.database_url, carries the limits.
+        session_url = session_conninfo(database_url, self.limits)
         self.settings = RunnerSettings(
             worker_id=self.worker_id,
-            database_url=database_url,
+            database_url=session_url,
             batch_size=batch_size,
             lease_seconds=lease_seconds,
             job_types=list(job_types) if job_types is not None else None,
             retry_policy=retry_policy,
             user_busy_delay=user_busy_delay,
+            lock_wait_delay=self.limits.lock_timeout_seconds,
         )
-        self.leases = LeaseKeeper(database_url, lease_seconds)
+        self.leases = LeaseKeeper(session_url, lease_seconds)
         self.supervision = Supervision(
             self.worker_id,
-            database_url,
+            session_url,
             stop=threading.Event(),
             leases=self.leases,
             poll_interval=poll_interval,
             durable_commits=durable_commits,
         )
+        # Four rounds per lease: a frozen leader's session times out after four
+        # silent rounds (maintenance.py), so leadership moves on within a lease.
         self.maintenance = MaintenanceLeader(
-            database_url,
-            interval=maintenance_interval or max(0.5, min(lease_seconds / 2, 15.0)),
+            session_url,
+            interval=maintenance_interval or max(0.5, min(lease_seconds / 4, 15.0)),
             prune_completed_after=prune_completed_after,
             on_reclaimed=lambda _count: self.supervision.wake(),
             name=self.worker_id,
         )
         self._crash: Exception | None = None
+        self.leases.presence = WorkerPresence.of_this_process(
+            self.worker_id,
+            concurrency=concurrency,
+            job_types=self.job_types,
+            lease_seconds=lease_seconds,
+        )
 
     @property
     def job_types(self) -> list[str] | None:
@@ -284,12 +354,15 @@ class Worker:
         if not self.registry:
             logger.warning("no handlers are registered: every claimed job will go dead")
         logger.info(
-            "worker_start worker_id=%s concurrency=%d batch_size=%d lease_s=%g job_types=%s",
+            "worker_start worker_id=%s concurrency=%d batch_size=%d lease_s=%g job_types=%s "
+            "idle_in_transaction_timeout_ms=%d lock_timeout_ms=%d",
             self.worker_id,
             self.concurrency,
             self.settings.batch_size,
             self.lease_seconds,
             ",".join(self.job_types) if self.job_types is not None else "*",
+            self.limits.idle_in_transaction_ms,
+            self.limits.lock_timeout_ms,
         )
         with self._signals_stop_worker():
             runners = [
@@ -355,6 +428,7 @@ class Worker:
 
     def _run_keeper(self, stop: threading.Event) -> None:
         beat_every = max(self.lease_seconds / 3, 0.05)
+        self.leases.announce()  # listed by `stride workers` from the start
         while not stop.wait(beat_every):
             self.leases.beat()
 
@@ -364,15 +438,35 @@ class Worker:
             if conn is None:
                 return
             try:
+                # A frozen listener would keep its LISTEN, and the server keeps
+                # every notification until all listeners have read it: the
+                # session ends after a lease without a query, and a live
+                # listener asks one every third of a lease.
+                idle_timeout = max(self.lease_seconds, LISTENER_IDLE_FLOOR_SECONDS)
+                ping_every = idle_timeout / 3
+                conn.execute(IDLE_SESSION_TIMEOUT_SQL, (f"{round(idle_timeout * 1000)}ms",))
                 conn.execute(LISTEN_SQL)
                 # Anything enqueued while we were not listening is found by this claim.
                 self.supervision.wake()
+                pinged = time.monotonic()
                 while not stop.is_set():
-                    for notify in conn.notifies(timeout=0.5):
+                    for notify in conn.notifies(timeout=min(0.5, ping_every)):
                         if self._wants(notify.payload):
                             self.supervision.wake()
-            except psycopg.OperationalError as exc:
-                logger.warning("listener connection lost error=%r: reconnecting", exc)
+                    if time.monotonic() - pinged >= ping_every:
+                        conn.execute(LISTENER_PING_SQL)
+                        pinged = time.monotonic()
+            except psycopg.Error as exc:
+                if connection_lost(conn):
+                    logger.warning("listener connection lost error=%r: reconnecting", exc)
+                else:
+                    # Not a lost session: start afresh, but not at once.
+                    logger.warning(
+                        "listener failed error=%r: listening again in %.1fs",
+                        exc,
+                        LISTENER_ERROR_DELAY,
+                    )
+                    stop.wait(LISTENER_ERROR_DELAY)
             finally:
                 with contextlib.suppress(Exception):
                     conn.close()

@@ -149,6 +149,26 @@ def stop_embedded(path: Path | None = None) -> bool:
     return True
 
 
+def names_embedded_server(url: str, path: Path | None = None) -> bool:
+    """Whether `url` points at the embedded server running in `path` (by socket or port).
+
+    Reads the server's postmaster.pid (port, socket directory, listen address);
+    False when no embedded server runs there.
+    """
+    pid_file = (path or data_dir()).expanduser().resolve() / "postmaster.pid"
+    try:
+        lines = [line.strip() for line in pid_file.read_text().splitlines()]
+        params = conninfo_to_dict(url)
+    except (OSError, psycopg.ProgrammingError):
+        return False
+    if len(lines) < 6 or str(params.get("port") or "5432") != lines[3]:
+        return False
+    socket_dir, listening = lines[4], {a for a in lines[5].split(",") if a}
+    local = {"localhost", "127.0.0.1", "::1", *listening} if listening else set()
+    hosts = {*str(params.get("host") or "").split(","), str(params.get("hostaddr") or "")}
+    return any(host and (host == socket_dir or host in local) for host in hosts)
+
+
 def resolve_database(url: str | None) -> DatabaseTarget:
     """Pick the database: the flag, else $DATABASE_URL, else the embedded server."""
     if url is not None:

@@ -4,48 +4,68 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Final
 from uuid import UUID
 
 import orjson
+from psycopg.abc import Buffer
+from psycopg.types.json import JsonbBinaryLoader
 
-from stride.domain.events import Event
+from stride.domain.events import RETRACTION_EVENT_TYPE, Event
+from stride.domain.validation import MAX_TIMESTAMP, MIN_TIMESTAMP
 from stride.storage.connection import AsyncDbConnection, DbConnection
 
 # Events of the given types for a set of users, unordered: the folds order
 # events themselves, and sorting here spills to disk for large batches.
 #
 # Types in %(daily)s are folds' bulk (set.logged) and the folds read only their
-# UTC day and latest timestamp, so they arrive collapsed to the latest
-# non-retracted event per (user, type, UTC day), without data: a tenth of the
-# rows for a heavy lifter, and the fold output is the same (a property test
-# holds the folds to that). Retracted events of those types are dropped here,
-# before collapsing, so a retraction can never hide a day's other events.
+# UTC day and latest timestamp, so they arrive collapsed to the latest event per
+# (user, type, UTC day), without data: a tenth of the rows for a heavy lifter,
+# and the fold output is the same (a property test holds the folds to that).
+#
+# Retractions: which events are retracted is decided once, in Python
+# (stride.domain.events.retracted_event_ids: a retracted retraction stops
+# retracting), so every load brings the users' event.retracted along. Here, an
+# event of a daily type that a retraction of the same user names
+# (stride_retraction_target, migration 0006) is kept out of the collapse and
+# sent on its own: whether or not it ends up retracted, it can never hide, nor
+# be hidden behind, the day's other events.
+#
+# A timestamp outside what validation admits today (rows stored before it did)
+# comes back NULL rather than failing the whole batch in the driver; such an
+# event is handed on as unreadable (see load_events_for_users).
 LOAD_EVENTS = """
-WITH retracted AS (
-    SELECT r.data ->> 'retracted_event_id' AS event_id
+WITH named AS (
+    SELECT r.user_id, stride_retraction_target(r.data) AS event_id
     FROM events r
     WHERE r.user_id = ANY(%(user_ids)s) AND r.event_type = 'event.retracted'
 )
-SELECT id, user_id, event_type, "timestamp", data
-FROM (
-    SELECT id, user_id, event_type, "timestamp", data
-    FROM events
+SELECT id, user_id, event_type,
+       CASE WHEN "timestamp" BETWEEN %(min_ts)s AND %(max_ts)s THEN "timestamp" END, data
+FROM events
+WHERE user_id = ANY(%(user_ids)s)
+  AND event_type = ANY(%(whole)s)
+UNION ALL
+(
+    SELECT DISTINCT ON (user_id, event_type, ("timestamp" AT TIME ZONE 'UTC')::date)
+           id, user_id, event_type,
+           CASE WHEN "timestamp" BETWEEN %(min_ts)s AND %(max_ts)s THEN "timestamp" END,
+           NULL::jsonb
+    FROM events e
     WHERE user_id = ANY(%(user_ids)s)
-      AND event_type = ANY(%(whole)s)
-    UNION ALL
-    (
-        SELECT DISTINCT ON (user_id, event_type, ("timestamp" AT TIME ZONE 'UTC')::date)
-               id, user_id, event_type, "timestamp", NULL::jsonb
-        FROM events
-        WHERE user_id = ANY(%(user_ids)s)
-          AND event_type = ANY(%(daily)s)
-          AND id::text NOT IN (SELECT event_id FROM retracted WHERE event_id IS NOT NULL)
-        ORDER BY user_id, event_type, ("timestamp" AT TIME ZONE 'UTC')::date,
-                 "timestamp" DESC, id DESC
-    )
-) AS loaded
+      AND event_type = ANY(%(daily)s)
+      AND NOT EXISTS (SELECT FROM named n WHERE n.user_id = e.user_id AND n.event_id = e.id)
+    ORDER BY user_id, event_type, ("timestamp" AT TIME ZONE 'UTC')::date,
+             "timestamp" DESC, id DESC
+)
+UNION ALL
+SELECT e.id, e.user_id, e.event_type,
+       CASE WHEN e."timestamp" BETWEEN %(min_ts)s AND %(max_ts)s THEN e."timestamp" END,
+       NULL::jsonb
+FROM (SELECT DISTINCT user_id, event_id FROM named WHERE event_id IS NOT NULL) n
+JOIN events e ON e.id = n.event_id AND e.user_id = n.user_id
+WHERE e.event_type = ANY(%(daily)s)
 """
 
 # Delivered on commit of every transaction that wrote projections; `stride
@@ -120,6 +140,29 @@ WHERE j.job_type = 'projection.update' AND NOT (j.payload ? 'source')
 """
 
 
+# Stands in for the timestamp of an unreadable event; the folds never see it.
+UNREADABLE_TIMESTAMP: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableJson:
+    """What the event loader yields for a jsonb value it cannot decode, and why."""
+
+    reason: str
+
+
+class _TolerantJsonbBinaryLoader(JsonbBinaryLoader):
+    """jsonb for the event loader: a value that cannot be decoded (a number beyond a
+    double, nesting past the parser's depth limit — rows stored before validation
+    refused them) becomes UnreadableJson instead of failing the whole batch."""
+
+    def load(self, data: Buffer) -> Any:
+        try:
+            return super().load(data)
+        except (ValueError, RecursionError) as exc:
+            return UnreadableJson(f"data cannot be decoded: {' '.join(str(exc).split())[:200]}")
+
+
 @dataclass(frozen=True, slots=True)
 class ProjectionWrite:
     user_id: UUID
@@ -149,29 +192,44 @@ def load_events_for_users(
 ) -> dict[UUID, list[Event]]:
     """Each user's events of `event_types` (in no particular order); every user gets a key.
 
-    Events of `daily_event_types` come collapsed to the latest per UTC day, without data.
+    Events of `daily_event_types` come collapsed to the latest per UTC day, without data,
+    except those a retraction names. The users' retractions always come along, whole:
+    the folds apply them (stride.domain.events.without_retracted).
     """
     by_user: dict[UUID, list[Event]] = {user_id: [] for user_id in user_ids}
     if not by_user:
         return by_user
     # Binary results: uuids and timestamps decode in C without text parsing.
-    rows = (
-        conn.cursor(binary=True)
-        .execute(
-            LOAD_EVENTS,
-            {
-                "user_ids": list(by_user),
-                # Disjoint lists, so each branch is an index range scan on
-                # (user_id, event_type) and never reads the other's rows.
-                "whole": sorted(set(event_types) - set(daily_event_types)),
-                "daily": sorted(set(event_types) & set(daily_event_types)),
-            },
-            prepare=True,
-        )
-        .fetchall()
-    )
+    cursor = conn.cursor(binary=True)
+    cursor.adapters.register_loader("jsonb", _TolerantJsonbBinaryLoader)
+    rows = cursor.execute(
+        LOAD_EVENTS,
+        {
+            "min_ts": MIN_TIMESTAMP,
+            "max_ts": MAX_TIMESTAMP,
+            "user_ids": list(by_user),
+            # Disjoint lists, so each branch is an index range scan on
+            # (user_id, event_type) and never reads the other's rows.
+            "whole": sorted({*event_types, RETRACTION_EVENT_TYPE} - set(daily_event_types)),
+            "daily": sorted(set(event_types) & set(daily_event_types)),
+        },
+        prepare=True,
+    ).fetchall()
     for event_id, user_id, event_type, timestamp, data in rows:
-        by_user[user_id].append(Event(event_id, user_id, event_type, timestamp, data or {}))
+        if timestamp is None:
+            event = Event(
+                event_id,
+                user_id,
+                event_type,
+                UNREADABLE_TIMESTAMP,
+                {},
+                unreadable="timestamp outside the range stride can read back",
+            )
+        elif isinstance(data, UnreadableJson):
+            event = Event(event_id, user_id, event_type, timestamp, {}, unreadable=data.reason)
+        else:
+            event = Event(event_id, user_id, event_type, timestamp, data or {})
+        by_user[user_id].append(event)
     return by_user
 
 

@@ -376,7 +376,8 @@ class RunChart:
 @dataclass(frozen=True, slots=True)
 class BackfillData:
     source: str | None
-    history: list[service.RunSummary]
+    sources: list[str]  # labels with runs, newest run first
+    history: Snapshot[list[service.RunSummary]] | None
     run: Snapshot[service.RunView] | None
     panel: views.RunPanel | None
     chart: Snapshot[RunChart] | None
@@ -384,16 +385,8 @@ class BackfillData:
     models: Snapshot[list[service.ModelVersionCount]] | None
 
     @property
-    def sources(self) -> list[str]:
-        return list(dict.fromkeys(r.source for r in self.history))
-
-    @property
-    def summary(self) -> service.RunSummary | None:
-        """The history row of the shown run."""
-        progress = self.run.value.progress if self.run else None
-        if progress is None:
-            return None
-        return next((r for r in self.history if r.job_id == progress.job_id), None)
+    def progress(self) -> service.RunProgress | None:
+        return self.run.value.progress if self.run else None
 
     def regions(self, csrf_token: str) -> dict[str, dict[str, Any]]:
         return {
@@ -419,7 +412,7 @@ async def _run_chart(request: Request, progress: service.RunProgress) -> RunChar
     series.merge(batch)
     last_active = series.last_active()
     rates = series.recent_rates(RATE_WINDOW_SECONDS)
-    until = last_active if views.run_settled(progress) else None
+    until = last_active if progress.drained else None
     chart = series.chart(
         [("users/s", None, True), ("jobs/s", None, False)],
         until=until,
@@ -439,17 +432,23 @@ async def _backfill_data(
         """What is left of the page's wait: one budget for all its snapshots."""
         return None if deadline is None else max(0.0, deadline - loop.time())
 
-    history_snapshot = await _get(
-        request, ("history",), lambda: service.backfill_history(db), max_age=2, wait=None
+    sources_snapshot = await _get(
+        request, ("sources",), lambda: service.backfill_sources(db), max_age=2, wait=None
     )
-    history = history_snapshot.value if history_snapshot else []
-    if source is None and history:
-        source = history[0].source
+    sources = sources_snapshot.value if sources_snapshot else []
+    if source is None and sources:
+        source = sources[0]
+    # Every run with its outcome counts each run's jobs and users: seconds on a large
+    # database, so it is read in the background like the slow reports.
+    history_task = _get(
+        request, ("history",), lambda: service.backfill_history(db), max_age=5, wait=left()
+    )
     models_task = _get(
         request, ("models",), lambda: service.model_versions(db), max_age=10, wait=left()
     )
     if source is None:
-        return BackfillData(None, history, None, None, None, None, await models_task)
+        history, models = await asyncio.gather(history_task, models_task)
+        return BackfillData(None, sources, history, None, None, None, None, models)
     chosen = source
     # A settled run changes only when retried or re-triggered (the dashboard's own actions
     # refresh it at once), so an open page re-reads it every half minute, not every second.
@@ -457,9 +456,9 @@ async def _backfill_data(
     settled = (
         previous is not None
         and previous.value.progress is not None
-        and views.run_settled(previous.value.progress)
+        and previous.value.progress.drained
     )
-    run, slow, models = await asyncio.gather(
+    run, slow, models, history = await asyncio.gather(
         _get(
             request,
             ("run", chosen),
@@ -475,6 +474,7 @@ async def _backfill_data(
             wait=0,
         ),
         models_task,
+        history_task,
     )
     progress = run.value.progress if run else None
     chart = panel = None
@@ -486,16 +486,12 @@ async def _backfill_data(
             max_age=1,
             wait=left(),
         )
-        summary = next((r for r in history if r.job_id == progress.job_id), None)
         panel = views.run_panel(
             progress,
-            now=datetime.now(UTC),
             users_per_s=chart.value.users_per_s if chart else None,
             jobs_per_s=chart.value.jobs_per_s if chart else None,
-            last_activity=chart.value.last_active if chart else None,
-            cancel_requested=bool(summary and summary.cancel_requested),
         )
-    return BackfillData(source, history, run, panel, chart, slow, models)
+    return BackfillData(source, sources, history, run, panel, chart, slow, models)
 
 
 @router.get("/backfill")
@@ -550,7 +546,7 @@ async def _refresh_backfill(request: Request, source: str | None) -> None:
     page the redirect leads to shows the result at once (the action, not the page, waits)."""
     dashboard_of(request).snapshots.invalidate(
         lambda key: (
-            key[0] in ("history", "models", "run-chart", "queue")
+            key[0] in ("sources", "history", "models", "run-chart", "queue")
             or (key[0] in ("run", "slow-reports") and key[1] == source)
         )
     )
@@ -747,7 +743,9 @@ async def queue_live(request: Request, session: Session) -> JSONResponse:
 
 async def _refresh_queue(request: Request) -> None:
     """After an action: read the queue again before redirecting (see _refresh_backfill)."""
-    dashboard_of(request).snapshots.invalidate(lambda key: key[0] in ("queue", "run", "history"))
+    dashboard_of(request).snapshots.invalidate(
+        lambda key: key[0] in ("queue", "run", "history", "job")
+    )
     await _queue_data(request, wait=None)
 
 
@@ -759,14 +757,13 @@ async def retry_one(request: Request, session: Session, form: Form) -> RedirectR
         return await _redirect_with(request, session, "/admin/queue#dead", "error", f"{exc}.")
     retried = await service.admin_retry_job(database_of(request), job_id)
     await _refresh_queue(request)
+    back = f"/admin/jobs/{job_id}" if form.get("back") == "job" else "/admin/queue#dead"
     if retried:
-        return await _redirect_with(
-            request, session, "/admin/queue#dead", "ok", f"Job {job_id} is pending again."
-        )
+        return await _redirect_with(request, session, back, "ok", f"Job {job_id} is pending again.")
     return await _redirect_with(
         request,
         session,
-        "/admin/queue#dead",
+        back,
         "error",
         f"Job {job_id} was not retried: it is no longer dead or failed, or another job with "
         "its deduplication key is already pending or running.",
@@ -791,6 +788,23 @@ async def retry_type(request: Request, session: Session, form: Form) -> Redirect
         "/admin/queue#dead",
         "ok" if count else "error",
         f"Retried {count:,} dead or failed {job_type} job{'s' if count != 1 else ''}.",
+    )
+
+
+# --- one job ------------------------------------------------------------------------------
+
+
+@router.get("/jobs/{job_id}")
+async def job_page(request: Request, session: Session, job_id: str) -> HTMLResponse:
+    try:
+        number = whole_number(job_id, name="A job id", low=1, high=2**63 - 1)
+    except ValueError as exc:
+        raise DashboardError(422, f"{exc}.") from None
+    detail = await service.admin_job(database_of(request), number)
+    if detail is None:
+        raise DashboardError(404, f"There is no job {number} (it may have been pruned).")
+    return await _page(
+        request, "job.html", session, page="queue", title=f"Job {number}", detail=detail
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from stride.api import service
 
-STATUSES = ("pending", "processing", "completed", "failed", "dead", "cancelled")
+STATUSES = ("pending", "retrying", "processing", "completed", "failed", "dead", "cancelled")
 BLANK = "\u2013"  # an en dash: what a table shows for "no value"
 
 
@@ -110,71 +110,50 @@ FILTERS = {
 # --- the backfill page -------------------------------------------------------------------
 
 
-def run_settled(run: service.RunProgress) -> bool:
-    """Nothing of the run is left to happen: its controller and every fan-out job have
-    settled (a run cancelled before its fan-out finished counts; `RunProgress.drained`
-    waits for a finished fan-out)."""
-    return run.controller_status not in ("pending", "processing") and run.jobs_open == 0
-
-
 @dataclass(frozen=True, slots=True)
 class RunPanel:
-    """The current run as the page draws it: progress, rates, ETA, what is wrong."""
+    """The current run as the page draws it: its outcome, progress, rates and ETA.
+
+    Progress, outcome, elapsed time and average rate are `RunProgress`'s (this
+    run's work only); the recent rates come from the run's throughput series, and
+    the ETA divides the users left by the recent users/s.
+    """
 
     run: service.RunProgress
-    state: str  # running, cancelling, complete, incomplete
+    state: str  # the run's outcome: running, cancelled, failed, incomplete, complete
     percent: float
     users_per_s: float | None
     jobs_per_s: float | None
-    elapsed_seconds: float
     eta_seconds: float | None
-    average_users_per_s: float | None
-    problems: list[str]
 
     @property
     def running(self) -> bool:
         return self.state == "running"
 
+    @property
+    def problems(self) -> list[str]:
+        return self.run.problems() if self.run.drained else []
+
 
 def run_panel(
-    run: service.RunProgress,
-    *,
-    now: datetime,
-    users_per_s: float | None,
-    jobs_per_s: float | None,
-    last_activity: datetime | None,
-    cancel_requested: bool = False,
+    run: service.RunProgress, *, users_per_s: float | None, jobs_per_s: float | None
 ) -> RunPanel:
-    """Progress counts users refreshed since the trigger out of the snapshot; the ETA
-    divides what is left by the recent users/s (None until that rate is known)."""
     done = min(run.users_refreshed, run.users_total)
-    drained = run_settled(run)
-    if drained:
-        state = "complete" if run.complete else "incomplete"
-        if cancel_requested or run.controller_status == "cancelled":
-            state = "cancelled"
-        end = last_activity if last_activity and last_activity > run.created_at else now
-    else:
-        state = "cancelling" if cancel_requested else "running"
-        end = now
-    elapsed = max(0.0, (end - run.created_at).total_seconds())
     left = run.users_total - done
+    running = run.outcome == "running"
     if left <= 0:
         eta: float | None = 0.0
-    elif users_per_s and not drained:
+    elif users_per_s and running:
         eta = left / users_per_s
     else:
         eta = None
     return RunPanel(
         run=run,
-        state=state,
+        state=run.outcome,
         percent=percent(done, run.users_total),
-        users_per_s=users_per_s if not drained else None,
-        jobs_per_s=jobs_per_s if not drained else None,
-        elapsed_seconds=elapsed,
+        users_per_s=users_per_s if running else None,
+        jobs_per_s=jobs_per_s if running else None,
         eta_seconds=eta,
-        average_users_per_s=done / elapsed if elapsed > 0 else None,
-        problems=run.problems() if drained else [],
     )
 
 
