@@ -338,8 +338,17 @@ def claim_due_jobs(
     if job_types is not None:
         params["job_types"] = list(job_types)
     statement = CLAIM_TYPES_SQL if job_types is not None else CLAIM_SQL
+    # Never a prepared statement (prepare=False): planned afresh on every claim
+    # (well under a millisecond). Prepared, the driver's fifth execution made it
+    # a server-side statement, and PostgreSQL then kept a generic plan built
+    # while background_jobs was empty by its statistics (a fresh queue, or
+    # TRUNCATE + ANALYZE): a sequential scan and sort of the whole table for the
+    # ids, and another for the UPDATE, on every claim, for as long as the
+    # session lived — nothing invalidates it until the table is analyzed again.
+    # That made one 100k backfill run 3-4x slower than the next, depending on
+    # whether a runner had claimed five times before the fan-out filled the table.
     with conn.cursor(row_factory=claimed_job_row) as cursor:
-        jobs = cursor.execute(statement, params).fetchall()
+        jobs = cursor.execute(statement, params, prepare=False).fetchall()
     # RETURNING follows no order; hand jobs out in claim order.
     jobs.sort(key=lambda j: (-j.priority, j.scheduled_for, j.id))
     return jobs
