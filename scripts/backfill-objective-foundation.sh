@@ -9,6 +9,7 @@ usage() {
     cat <<'USAGE'
 Usage: scripts/backfill-objective-foundation.sh --database-url URL [--source LABEL] [--no-verify]
                                                 [--wait] [--timeout SECONDS] [--max-rate USERS_PER_S] [--json]
+                                                [--only-stale]
 
 Enqueue one inference.objective_backfill job (deduplicated by source while it is
 pending or processing), then print the runbook's verification reports.
@@ -21,6 +22,8 @@ pending or processing), then print the runbook's verification reports.
   --timeout SECONDS    with --wait, give up after SECONDS
   --max-rate N         refresh at most N users per second (caps the projection work)
   --json               machine-readable output
+  --only-stale         snapshot only users whose objective projections are missing or
+                       on a lower revision than the running code's
   -h, --help           this help
 USAGE
 }
@@ -48,7 +51,7 @@ while [[ $# -gt 0 ]]; do
             [[ $# -ge 2 ]] || die_usage "$1 needs a value"
             passthrough+=("$1" "$2"); shift 2 ;;
         --timeout=*|--max-rate=*) passthrough+=("$1"); shift ;;
-        --no-verify|--wait|--json) passthrough+=("$1"); shift ;;
+        --no-verify|--wait|--json|--only-stale) passthrough+=("$1"); shift ;;
         *) die_usage "unknown flag: $1" ;;
     esac
 done

@@ -33,7 +33,7 @@ def _user(conn: Conn) -> UUID:
 
 
 def _write(user_id: UUID, key: str) -> ProjectionWrite:
-    return ProjectionWrite(user_id, "objective_state", key, {"k": key}, "test/1", None)
+    return ProjectionWrite(user_id, "objective_state", key, {"k": key}, "test/1", None, revision=1)
 
 
 def test_projection_writes_notify_once_per_transaction_at_commit(
@@ -43,8 +43,8 @@ def test_projection_writes_notify_once_per_transaction_at_commit(
     with psycopg.connect(database_url, autocommit=True) as listener:
         listener.execute(f"LISTEN {PROJECTIONS_CHANNEL}")
         with conn.transaction():
-            assert write_projections(conn, [_write(u, "a") for u in users]) == 3
-            assert write_projections(conn, [_write(users[0], "b")]) == 1
+            assert write_projections(conn, [_write(u, "a") for u in users]).written == 3
+            assert write_projections(conn, [_write(users[0], "b")]).written == 1
             assert list(listener.notifies(timeout=0.3)) == []  # nothing before commit
         notes = list(listener.notifies(timeout=1))
         assert [(n.channel, n.payload) for n in notes] == [(PROJECTIONS_CHANNEL, "written")]

@@ -152,12 +152,20 @@ def _stored_or_rejected(conn: Conn, event: NewEvent) -> None:
             conn, [user_id], read_model.input_event_types, read_model.timestamp_only_event_types
         )[user_id]
         outputs = fold_user(history, NOW, [read_model])
-        versions = {(t, k): v for t, k, v in read_model.outputs}
+        declared = {output.row: output for output in read_model.outputs}
         with conn.transaction():
             write_projections(
                 conn,
                 [
-                    ProjectionWrite(user_id, t, k, data, versions[(t, k)], None)
+                    ProjectionWrite(
+                        user_id,
+                        t,
+                        k,
+                        data,
+                        declared[(t, k)].model_version,
+                        None,
+                        declared[(t, k)].revision,
+                    )
                     for (t, k), data in outputs.items()
                 ],
             )

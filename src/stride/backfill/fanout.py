@@ -66,6 +66,9 @@ FOR UPDATE
 # dedup key is fanout_dedup_key's, built in SQL (a test holds the two equal).
 # Throttled, a user's jobs are due (position - start) / max_rate seconds after
 # chunk_due_at; unthrottled, now.
+# Every job carries the revisions of the code that triggered the run (NULL for
+# a run recorded before revisions): a worker running older logic defers such a
+# job to a newer one (stride.app).
 FAN_OUT_CHUNK = sql.SQL("""
 WITH chunk AS (
     SELECT s.user_id, s.position
@@ -104,7 +107,8 @@ SELECT %(job_type)s AS job_type,
            'event_type', event_type,
            'event_id', event_id::text,
            'synthetic', synthetic,
-           'backfill_job_id', %(job_id)s
+           'backfill_job_id', %(job_id)s,
+           'revisions', (SELECT r.revisions FROM backfill_runs r WHERE r.job_id = %(job_id)s)
        ) AS payload,
        user_id,
        %(priority)s AS priority,

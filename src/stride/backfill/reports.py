@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 from uuid import UUID
 
-from stride.projections.registry import READ_MODELS
+from stride.backfill.revision_report import RevisionReport, revision_report
+from stride.projections.registry import READ_MODELS, outputs_of
 from stride.storage.connection import DbConnection
 from stride.storage.queries import load_queries
 
@@ -243,14 +244,23 @@ def _plain(value: Any) -> Any:
 
 def current_model_versions() -> dict[tuple[str, str], str]:
     """The model version the running code stamps on each projection."""
-    return {(t, k): v for read_model in READ_MODELS for t, k, v in read_model.outputs}
+    return {output.row: output.model_version for output in outputs_of(READ_MODELS)}
 
 
-def runbook_reports(conn: DbConnection, source: str) -> list[Report]:
-    """The runbook's four verification queries, run as written with `source` bound."""
+def runbook_reports(
+    conn: DbConnection, source: str, *, only: Collection[str] | None = None
+) -> list[Report]:
+    """The runbook's four verification queries, run as written with `source` bound.
+
+    `only` names the reports wanted (all four by default): the two status
+    reports read a source's jobs through an index, while coverage and lag read
+    every event and take seconds on a large database.
+    """
     queries = load_queries("runbook_reports.sql")
     reports = []
     for name, title in RUNBOOK_REPORTS:
+        if only is not None and name not in only:
+            continue
         cursor = conn.execute(queries[name], {"source": source})
         columns = [c.name for c in cursor.description or ()]
         reports.append(Report(name, title, columns, [list(r) for r in cursor.fetchall()]))
@@ -358,6 +368,9 @@ class RunSummary:
     jobs_given_up: int  # dead or failed fan-out jobs
     last_settled_at: datetime | None
     observed_at: datetime
+    # projection_type/key -> revision of the code that triggered the run (None: before
+    # revisions were recorded).
+    revisions: dict[str, int] | None = None
 
     @property
     def outcome(self) -> RunOutcome:
@@ -399,6 +412,7 @@ class RunSummary:
             "dead_jobs": self.dead_jobs,
             "jobs_open": self.jobs_open,
             "cancelled_at": self.cancelled_at.isoformat() if self.cancelled_at else None,
+            "revisions": self.revisions,
         }
 
 
@@ -427,6 +441,7 @@ def run_history(
             jobs_given_up=given_up,
             last_settled_at=last_settled_at,
             observed_at=observed_at,
+            revisions=revisions,
         )
         for (
             job_id,
@@ -442,6 +457,7 @@ def run_history(
             last_settled_at,
             users_refreshed,
             observed_at,
+            revisions,
         ) in rows
     ]
 
@@ -459,6 +475,33 @@ def users_on_old_model(conn: DbConnection) -> int:
     return int(row[0]) if row else 0
 
 
+# Users per stored model version of each projection (a projection row is one user's).
+MODEL_VERSION_COUNTS = """
+SELECT projection_type, key, model_version, count(*)
+FROM projections
+GROUP BY projection_type, key, model_version
+ORDER BY projection_type, key, model_version
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersionCount:
+    projection_type: str
+    key: str
+    model_version: str | None
+    users: int
+    current: bool  # the version the running code writes
+
+
+def model_version_counts(conn: DbConnection) -> list[ModelVersionCount]:
+    """Users per stored model version of every projection, the running code's marked."""
+    current = current_model_versions()
+    return [
+        ModelVersionCount(ptype, key, version, int(n), current.get((ptype, key)) == version)
+        for ptype, key, version, n in conn.execute(MODEL_VERSION_COUNTS)
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class BackfillStatus:
     """What `stride backfill status` shows: the runbook's reports, the run, stale users."""
@@ -466,6 +509,7 @@ class BackfillStatus:
     reports: list[Report]
     run: RunProgress | None  # None when the source was never triggered
     users_on_older_model_versions: int  # every user, including those created after the trigger
+    revisions: RevisionReport | None = None  # users per stored revision (every user)
 
 
 # The whole status document is read from one snapshot, so the runbook's reports
@@ -486,6 +530,7 @@ def backfill_status(conn: DbConnection, source: str) -> BackfillStatus:
             reports=runbook_reports(conn, source),
             run=run_progress(conn, source),
             users_on_older_model_versions=users_on_old_model(conn),
+            revisions=revision_report(conn),
         )
 
 

@@ -9,12 +9,27 @@ from typing import Annotated, Any
 import typer
 from rich.console import Group, RenderableType
 from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
 from stride.backfill import DEFAULT_SOURCE
 from stride.backfill.control import cancel_backfill
+from stride.backfill.preview import (
+    DEFAULT_SAMPLE,
+    PreviewResult,
+    preview_users,
+    save_preview,
+)
+from stride.backfill.preview import Progress as PreviewProgress
 from stride.backfill.rates import MovingRate, RateSample, format_duration, format_rate
 from stride.backfill.reports import (
     DEFAULT_HISTORY_LIMIT,
@@ -26,6 +41,7 @@ from stride.backfill.reports import (
     run_history,
     wait_until_drained,
 )
+from stride.backfill.revision_report import RevisionReport
 from stride.backfill.sources import unknown_source
 from stride.backfill.trigger import BackfillInputError, trigger_backfill, validate_source
 from stride.backfill.verify import verify_sample
@@ -244,6 +260,8 @@ def render_status(
         document["reports"] = {r.name: r.as_dict() for r in status.reports}
         document["run"] = status.run.as_dict() if status.run else None
         document["users_on_older_model_versions"] = status.users_on_older_model_versions
+        if status.revisions is not None:
+            document["revisions"] = status.revisions.as_dict()
         print_json(document)
         return
     _render_reports(status.reports)
@@ -253,6 +271,16 @@ def render_status(
         "users (all) whose objective projections an older model version computed: "
         f"{status.users_on_older_model_versions:,}",
         highlight=False,
+    )
+    if status.revisions is not None:
+        _render_revisions(status.revisions)
+
+
+def _render_revisions(report: RevisionReport) -> None:
+    render_table(
+        "Users per revision (all users)",
+        ["read model", "projection", "revision", "users", "share"],
+        report.rows(),
     )
 
 
@@ -283,6 +311,14 @@ def objective_foundation(
         ),
     ] = None,
     as_json: JsonOption = False,
+    only_stale: Annotated[
+        bool,
+        typer.Option(
+            "--only-stale",
+            help="Snapshot only users whose objective projections are missing or on a lower "
+            "revision than this code's (e.g. the rest of a cancelled or partial run).",
+        ),
+    ] = False,
 ) -> None:
     """Enqueue the one-shot objective foundation backfill (one job per source in flight)."""
     source = _checked_source(source)
@@ -290,7 +326,7 @@ def objective_foundation(
     with database_errors():
         target = database(database_url)
         with connect(target.url, autocommit=True) as conn:
-            result = trigger_backfill(conn, source, max_rate=max_rate)
+            result = trigger_backfill(conn, source, max_rate=max_rate, only_stale=only_stale)
         trigger_doc = result.as_dict()
         if not as_json:
             console.print(result.describe(), highlight=False)
@@ -370,6 +406,7 @@ def verify(
                 "users_checked": result.users_checked,
                 "projections_checked": result.projections_checked,
                 "drifts": [d.as_dict() for d in result.drifts],
+                "by_revision": [r.as_dict() for r in result.by_revision],
             }
         )
     else:
@@ -377,6 +414,21 @@ def verify(
             f"checked {result.users_checked} users, {result.projections_checked} projections: "
             f"{len(result.drifts)} drifted",
             highlight=False,
+        )
+        render_table(
+            "checked per stored revision",
+            ["projection", "stored revision", "checked", "drifted"],
+            [
+                (
+                    r.projection,
+                    "missing"
+                    if r.revision is None
+                    else f"{r.revision}{' (running)' if r.revision == r.running_revision else ''}",
+                    r.checked,
+                    r.drifted,
+                )
+                for r in result.by_revision
+            ],
         )
         if result.drifts:
             render_table(
@@ -391,6 +443,15 @@ def verify(
         raise typer.Exit(1)
 
 
+def _revisions_label(revisions: dict[str, int] | None) -> str:
+    """One number when every output ran at the same revision, else each output's."""
+    if not revisions:
+        return "-"
+    if len(set(revisions.values())) == 1:
+        return str(next(iter(revisions.values())))
+    return " · ".join(f"{name} {revision}" for name, revision in sorted(revisions.items()))
+
+
 @app.command("history")
 def history(
     source: Annotated[
@@ -402,7 +463,8 @@ def history(
     database_url: DatabaseUrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List backfill runs: source, trigger time, snapshot size, duration, outcome, dead jobs."""
+    """List backfill runs: source, trigger time, snapshot size, duration, outcome, dead jobs,
+    and the revision of the code that triggered each."""
     if source is not None:
         source = _checked_source(source)
     with connected(database_url) as conn:
@@ -412,7 +474,17 @@ def history(
     elif runs:
         render_table(
             "Backfill runs (newest first)",
-            ["job", "source", "triggered at", "users", "refreshed", "duration", "outcome", "dead"],
+            [
+                "job",
+                "source",
+                "triggered at",
+                "users",
+                "refreshed",
+                "duration",
+                "outcome",
+                "dead",
+                "revision",
+            ],
             [
                 (
                     run.job_id,
@@ -423,6 +495,7 @@ def history(
                     format_duration(run.duration_seconds),
                     run.outcome,
                     f"{run.dead_jobs:,}",
+                    _revisions_label(run.revisions),
                 )
                 for run in runs
             ],
@@ -447,3 +520,170 @@ def cancel(
         print_json(result.as_dict())
     else:
         console.print(result.describe(), highlight=False)
+
+
+# --- preview: what the running code would change, before a deploy's backfill --------------
+
+
+@contextmanager
+def preview_bar(quiet: bool) -> Iterator[PreviewProgress]:
+    """A progress bar with rate and ETA on stderr, fed (users done, users to do)."""
+    columns = (
+        TextColumn("[bold]preview"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("users"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, disable=quiet) as bar:
+        task = bar.add_task("users", total=None)
+
+        def show(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield show
+
+
+def _examples(result: PreviewResult, change_class: str, limit: int = 2) -> str:
+    return ", ".join(str(u) for u in result.tally.examples.get(change_class, [])[:limit])
+
+
+def render_preview(result: PreviewResult) -> None:
+    tally = result.tally
+    revisions = ", ".join(f"{name} {rev}" for name, rev in result.running_revisions.items())
+    console.print(
+        f"previewed {tally.users_seen:,} of {result.users_total:,} users "
+        f"({'every user' if result.scope == 'all' else 'random sample'}) in "
+        f"{result.duration_seconds:.1f}s against the running code (revisions: {revisions}): "
+        f"{tally.users_changed:,} would change",
+        highlight=False,
+        soft_wrap=True,
+    )
+    render_table(
+        "Projections that would change",
+        ["projection", "users compared", "would change", "would be created", "stored revisions"],
+        [
+            (
+                f"{ptype}/{key}",
+                f"{changes.users_compared:,}",
+                f"{changes.users_changed:,}",
+                f"{changes.users_missing:,}",
+                " · ".join(f"{r}: {n:,}" for r, n in sorted(changes.stored_revisions.items()))
+                or "-",
+            )
+            for (ptype, key), changes in tally.outputs.items()
+        ],
+    )
+    field_rows = [
+        (f"{ptype}/{key}", name, f"{users:,}", _examples(result, f"{ptype}/{key}.{name}"))
+        for (ptype, key), changes in tally.outputs.items()
+        for name, users in changes.fields.most_common()
+    ]
+    if field_rows:
+        render_table(
+            "Top-level fields that would change",
+            ["projection", "field", "users", "e.g."],
+            field_rows,
+        )
+    codes = sorted(set(tally.warnings_gained) | set(tally.warnings_lost))
+    if codes:
+        render_table(
+            "Advisory warnings",
+            ["code", "users gaining it", "users losing it", "e.g."],
+            [
+                (
+                    code,
+                    f"{tally.warnings_gained[code]:,}",
+                    f"{tally.warnings_lost[code]:,}",
+                    _examples(result, f"warning {code} gained")
+                    or _examples(result, f"warning {code} lost"),
+                )
+                for code in codes
+            ],
+        )
+    for title, counts, label in (
+        ("Resolved modality: stored -> new", tally.modality, "modality"),
+        (
+            "Active objective source: stored -> new",
+            tally.objective_source,
+            "active objective source",
+        ),
+    ):
+        moved = [(old, new, n) for (old, new), n in counts.most_common() if old != new]
+        unchanged = sum(n for (old, new), n in counts.items() if old == new)
+        render_table(
+            title,
+            ["stored", "new", "users", "e.g."],
+            [
+                (old, new, f"{n:,}", _examples(result, f"{label} {old} -> {new}"))
+                for old, new, n in moved
+            ]
+            + [("(unchanged)", "", f"{unchanged:,}", "")],
+        )
+    if tally.users_changed:
+        console.print(
+            "look at an example: stride projections show <user id>; "
+            "--json lists examples for every kind of change",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@app.command("preview")
+def preview(
+    sample: Annotated[
+        int | None,
+        typer.Option(
+            "--sample",
+            help=f"Preview this many random users (default {DEFAULT_SAMPLE}).",
+            min=1,
+            show_default=False,
+        ),
+    ] = None,
+    all_users: Annotated[
+        bool, typer.Option("--all", help="Preview every user (instead of a sample).")
+    ] = False,
+    max_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--max-rate",
+            help="Recompute at most this many users per second (at least 1), for a busy database.",
+            callback=finite_at_least(1, "users per second"),
+        ),
+    ] = None,
+    examples: Annotated[
+        int, typer.Option("--examples", help="Example user ids kept per kind of change.", min=0)
+    ] = 3,
+    no_save: Annotated[
+        bool,
+        typer.Option("--no-save", help="Do not keep the results in the database (read only)."),
+    ] = False,
+    database_url: DatabaseUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Recompute users with the running code, without writing, and show what would change."""
+    if all_users and sample is not None:
+        usage_error("--sample and --all are mutually exclusive")
+    with database_errors():
+        target = database(database_url)
+        with (
+            connect(target.url, autocommit=True, application_name="stride-preview") as conn,
+            preview_bar(quiet=as_json) as show,
+        ):
+            result = preview_users(
+                conn,
+                sample=None if all_users else (sample or DEFAULT_SAMPLE),
+                max_rate=max_rate,
+                examples=examples,
+                on_progress=show,
+            )
+        saved_id = None
+        if not no_save:
+            with connect(target.url, autocommit=True) as conn:
+                saved_id = save_preview(conn, result)
+    if as_json:
+        print_json(result.as_dict() | {"saved_id": saved_id})
+    else:
+        render_preview(result)

@@ -24,13 +24,13 @@ from stride.cli.common import (
     typer_app,
     usage_error,
 )
-from stride.projections.registry import READ_MODELS
+from stride.projections.registry import READ_MODELS, outputs_of
 from stride.storage.projection_store import read_projections
 
 app = typer_app("Read a user's projections, or recompute them now.")
 
 # The projection types stored, by the read models that write them.
-PROJECTION_TYPES = tuple(sorted({ptype for m in READ_MODELS for ptype, _key, _v in m.outputs}))
+PROJECTION_TYPES = tuple(sorted({o.projection_type for o in outputs_of(READ_MODELS)}))
 
 
 def _user_id(value: str) -> UUID:
@@ -78,6 +78,7 @@ def show(
                     "key": p.key,
                     "version": p.version,
                     "model_version": p.model_version,
+                    "revision": p.revision,
                     "last_event_id": p.last_event_id,
                     "updated_at": p.updated_at,
                     "data": p.data,
@@ -89,7 +90,8 @@ def show(
     for p in stored:
         body = Syntax(json.dumps(p.data, indent=2, sort_keys=True), "json", word_wrap=True)
         subtitle = (
-            f"version {p.version} · model {p.model_version} · updated {iso_time(p.updated_at)}"
+            f"version {p.version} · model {p.model_version} (revision {p.revision}) · "
+            f"updated {iso_time(p.updated_at)}"
         )
         console.print(
             Panel(body, title=Text(f"{p.projection_type}/{p.key}"), subtitle=Text(subtitle))
@@ -123,6 +125,7 @@ def refresh(
             {
                 "users": [str(u) for u in outcome.user_ids],
                 "projections_written": summary.projections_written,
+                "projections_superseded": summary.projections_superseded,
                 "events_folded": summary.events_folded,
             }
         )
@@ -132,3 +135,9 @@ def refresh(
         f"{summary.projections_written:,} projections written from "
         f"{summary.events_folded:,} events"
     )
+    if summary.projections_superseded:
+        say(
+            f"{summary.projections_superseded:,} projections kept as stored: a higher revision "
+            "than this code's wrote them (deploy the newer code, or roll logic back as a new "
+            "revision)"
+        )

@@ -32,6 +32,11 @@ from stride.projections.objective_state import OVERRIDE_RECORDED, Objective, Obj
 
 SCHEMA_VERSION: Final = "objective_advisory.v1"
 MODEL_VERSION: Final = "objective_advisory/2026.11.1"
+# Grows by one with every change of this fold's logic, a rollback included (a
+# rollback is deployed as a new, higher revision); MODEL_VERSION names it. The
+# advisory is folded from the objective state, so a change of that fold's
+# logic is a change of this one too: bump both.
+REVISION: Final = 1
 
 POLICY_ROLE: Final = "advisory_only"
 STALENESS_DAYS: Final = 21

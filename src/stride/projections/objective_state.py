@@ -39,6 +39,9 @@ from stride.domain.normalise import (
 
 SCHEMA_VERSION: Final = "objective_state.v1"
 MODEL_VERSION: Final = "objective_state/2026.11.1"
+# Grows by one with every change of this fold's logic, a rollback included (a
+# rollback is deployed as a new, higher revision); MODEL_VERSION names it.
+REVISION: Final = 1
 
 OBJECTIVE_SET: Final = "objective.set"
 OBJECTIVE_UPDATED: Final = "objective.updated"

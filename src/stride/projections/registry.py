@@ -4,6 +4,12 @@ A read model is a pure fold plus its registration. The I/O service
 (stride.readmodels) loads `input_event_types` (without data for
 `timestamp_only_event_types`), calls `fold_user`, and writes each returned
 (projection_type, key) row.
+
+Every output declares two versions: `model_version`, a readable label that
+names the logic, and `revision`, an integer that grows by one with every
+change of the logic (a rollback too: it is deployed as a new, higher
+revision). Labels have no order; revisions do, and the projection store never
+lets a lower revision replace a higher one (stride.storage.projection_store).
 """
 
 from __future__ import annotations
@@ -22,6 +28,35 @@ Outputs = dict[tuple[str, str], dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
+class ReadModelOutput:
+    """One row a read model writes per user, and the logic version that writes it.
+
+    `revision` starts at 1 (0 marks rows stored before revisions existed) and
+    only ever grows.
+    """
+
+    projection_type: str
+    key: str
+    model_version: str
+    revision: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.revision, bool) or not isinstance(self.revision, int):
+            raise TypeError(f"{self.name}: revision must be an int, not {self.revision!r}")
+        if self.revision < 1:
+            raise ValueError(f"{self.name}: revision must be at least 1, not {self.revision}")
+
+    @property
+    def row(self) -> tuple[str, str]:
+        return (self.projection_type, self.key)
+
+    @property
+    def name(self) -> str:
+        """`projection_type/key`, as reports and job payloads spell an output."""
+        return f"{self.projection_type}/{self.key}"
+
+
+@dataclass(frozen=True, slots=True)
 class ReadModel:
     """A fold and the event types that trigger it, feed it, and the rows it writes."""
 
@@ -29,7 +64,7 @@ class ReadModel:
     event_types: frozenset[str]
     input_event_types: frozenset[str]
     timestamp_only_event_types: frozenset[str]
-    outputs: tuple[tuple[str, str, str], ...]
+    outputs: tuple[ReadModelOutput, ...]
     fold: Callable[[Sequence[Event], datetime], Outputs]
 
 
@@ -53,8 +88,15 @@ OBJECTIVE_FOUNDATION: Final = ReadModel(
     input_event_types=frozenset((*OBJECTIVE_EVENT_TYPES, RETRACTION_EVENT_TYPE)),
     timestamp_only_event_types=frozenset((SET_LOGGED,)),
     outputs=(
-        ("objective_state", "active", objective_state.MODEL_VERSION),
-        ("objective_advisory", "overview", objective_advisory.MODEL_VERSION),
+        ReadModelOutput(
+            "objective_state", "active", objective_state.MODEL_VERSION, objective_state.REVISION
+        ),
+        ReadModelOutput(
+            "objective_advisory",
+            "overview",
+            objective_advisory.MODEL_VERSION,
+            objective_advisory.REVISION,
+        ),
     ),
     fold=fold_objective_foundation,
 )
@@ -67,10 +109,20 @@ _BY_EVENT_TYPE: Final[Mapping[str, tuple[ReadModel, ...]]] = {
 }
 
 
-def read_models_for_event_type(event_type: str) -> tuple[ReadModel, ...]:
-    """Read models an event of this type triggers; a retraction triggers none by itself
-    (the I/O service re-runs the read models of the retracted event's type)."""
-    return _BY_EVENT_TYPE.get(event_type, ())
+def read_models_for_event_type(
+    event_type: str, read_models: Iterable[ReadModel] = READ_MODELS
+) -> tuple[ReadModel, ...]:
+    """Read models (of `read_models`, by default the registry) an event of this type triggers;
+    a retraction triggers none by itself (the I/O service re-runs the read models of the
+    retracted event's type)."""
+    if read_models is READ_MODELS:
+        return _BY_EVENT_TYPE.get(event_type, ())
+    return tuple(m for m in read_models if event_type in m.event_types)
+
+
+def outputs_of(read_models: Iterable[ReadModel] = READ_MODELS) -> tuple[ReadModelOutput, ...]:
+    """Every output of `read_models`, in registry order."""
+    return tuple(output for read_model in read_models for output in read_model.outputs)
 
 
 # At most this many unreadable events are listed per projection (all are counted).

@@ -28,7 +28,7 @@ from enum import Enum
 from typing import Any, Final
 from uuid import UUID
 
-from psycopg import Cursor, sql
+from psycopg import Cursor, errors, sql
 from psycopg.rows import RowMaker
 from psycopg.types.json import Jsonb
 
@@ -611,6 +611,21 @@ WHERE j.id = revivable.id
 """
 
 
+# One given-up job back to pending, under the same rule as RETRY_GIVEN_UP_SQL:
+# only while its dedup key (if any) is free. RETURNING the type for the notification.
+RETRY_ONE_GIVEN_UP_SQL: Final = """
+UPDATE background_jobs AS j
+SET status = 'pending', attempt = 0, scheduled_for = now(), completed_at = NULL,
+    locked_by = NULL, locked_until = NULL
+WHERE j.id = %(id)s AND j.status IN ('dead', 'failed')
+  AND (j.dedup_key IS NULL OR NOT EXISTS (
+      SELECT 1 FROM background_jobs AS f
+      WHERE f.dedup_key = j.dedup_key AND f.status IN ('pending', 'processing')
+  ))
+RETURNING j.job_type
+"""
+
+
 def cancel_pending(
     conn: DbConnection,
     job_types: Sequence[str],
@@ -630,3 +645,22 @@ def retry_dead(conn: DbConnection, job_type: str | None = None) -> int:
         if count:
             conn.execute(NOTIFY_SQL, (job_type or NOTIFY_ANY_TYPE,))
     return count
+
+
+def retry_job(conn: DbConnection, job_id: int) -> bool:
+    """Put one dead or failed job back to pending with fresh attempts.
+
+    False when the job is not dead or failed (any more), or when another job
+    with its dedup key is in flight (retrying it would run the same work twice).
+    """
+    try:
+        with conn.transaction():
+            row = conn.execute(RETRY_ONE_GIVEN_UP_SQL, {"id": job_id}).fetchone()
+            if row is None:
+                return False
+            conn.execute(NOTIFY_SQL, (row[0],))
+    except errors.UniqueViolation:
+        # Its key was enqueued afresh between the check and the update: the
+        # unique index refused the second in-flight job, as it should.
+        return False
+    return True

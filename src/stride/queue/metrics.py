@@ -17,6 +17,18 @@ JOBS_DEFERRED = Counter(
 JOBS_LOST = Counter(
     "stride_jobs_lease_lost", "Jobs whose lease was taken over before completion.", ["job_type"]
 )
+JOBS_SUPERSEDED = Counter(
+    "stride_jobs_superseded",
+    "Jobs completed without writing: a higher revision of every projection they computed "
+    "was already stored (counted among completed jobs too).",
+    ["job_type"],
+)
+JOBS_OUTDATED = Counter(
+    "stride_jobs_outdated",
+    "Jobs handed on (deferred) because they ask for newer read model revisions than this "
+    "worker runs (a backfill of newer code during a rolling deploy).",
+    ["job_type"],
+)
 HANDLER_DURATION = Histogram(
     "stride_job_handler_duration_seconds",
     "Wall time of one handler call (one job, or one batch for batch handlers).",

@@ -8,7 +8,7 @@ writes every projection.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
@@ -21,6 +21,7 @@ from stride.projections.registry import (
     fold_user,
     read_models_for_event_type,
 )
+from stride.readmodels import metrics
 from stride.storage.connection import DbConnection
 from stride.storage.projection_store import (
     ProjectionWrite,
@@ -57,9 +58,14 @@ WHERE coalesce(t.event_type, c.named_type) <> 'event.retracted'
 
 @dataclass(frozen=True, slots=True)
 class RefreshSummary:
+    """What one refresh did. A user is superseded when every projection computed for them
+    was refused because a higher revision is stored (newer code got there first)."""
+
     users: int
     projections_written: int
     events_folded: int
+    projections_superseded: int = 0
+    superseded_users: frozenset[UUID] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +92,14 @@ def resolve_retracted_types(
     return resolved
 
 
-def read_models_for(event_types: Iterable[str]) -> tuple[ReadModel, ...]:
-    """The distinct read models any of `event_types` triggers, in a stable order."""
+def read_models_for(
+    event_types: Iterable[str], read_models: Collection[ReadModel] = READ_MODELS
+) -> tuple[ReadModel, ...]:
+    """The distinct read models (of `read_models`) any of `event_types` triggers, in a
+    stable order."""
     chosen: dict[str, ReadModel] = {}
     for event_type in event_types:
-        for read_model in read_models_for_event_type(event_type):
+        for read_model in read_models_for_event_type(event_type, read_models):
             chosen.setdefault(read_model.name, read_model)
     return tuple(chosen[name] for name in sorted(chosen))
 
@@ -118,21 +127,36 @@ def recompute_users(
     with the same load and the same folds (the backfill's verification diffs it).
     """
     events_by_user = load_events_for_read_models(conn, user_ids, read_models)
+    return fold_users(events_by_user, now, read_models)
+
+
+def fold_users(
+    events_by_user: Mapping[UUID, Sequence[Event]],
+    now: Mapping[UUID, datetime],
+    read_models: Collection[ReadModel] = READ_MODELS,
+) -> dict[UUID, Outputs]:
+    """The folding half of `recompute_users`, for events already loaded (by
+    `load_events_for_read_models`, e.g. on another thread while this one folds)."""
     return {
-        user_id: fold_user(events_by_user[user_id], now[user_id], read_models)
-        for user_id in user_ids
+        user_id: fold_user(events, now[user_id], read_models)
+        for user_id, events in events_by_user.items()
     }
 
 
 def refresh_users(
-    conn: DbConnection, triggers: Mapping[UUID, Iterable[str]], now: datetime
+    conn: DbConnection,
+    triggers: Mapping[UUID, Iterable[str]],
+    now: datetime,
+    read_models: Collection[ReadModel] = READ_MODELS,
 ) -> RefreshSummary:
     """Recompute, for each user, the projections of the read models their event types trigger.
 
     `triggers` maps user id -> event types that changed (retractions already
-    resolved to the retracted type).
+    resolved to the retracted type). `read_models` is the logic this code runs
+    (the registry; tests run older and newer revisions side by side). Rows of a
+    higher revision than this code's are left as they are (superseded).
     """
-    per_user = {user_id: read_models_for(types) for user_id, types in triggers.items()}
+    per_user = {user_id: read_models_for(types, read_models) for user_id, types in triggers.items()}
     per_user = {user_id: models for user_id, models in per_user.items() if models}
     if not per_user:
         return RefreshSummary(0, 0, 0)
@@ -154,17 +178,40 @@ def refresh_users(
         events_folded += len(readable)
         last_event_id = max(readable, key=lambda e: e.order_key).id if readable else None
         outputs = fold_user(events, now, models)
-        versions = {(t, k): v for m in models for t, k, v in m.outputs}
+        declared = {output.row: output for m in models for output in m.outputs}
         writes.extend(
-            ProjectionWrite(user_id, ptype, key, data, versions[(ptype, key)], last_event_id)
+            ProjectionWrite(
+                user_id,
+                ptype,
+                key,
+                data,
+                declared[(ptype, key)].model_version,
+                last_event_id,
+                declared[(ptype, key)].revision,
+            )
             for (ptype, key), data in outputs.items()
         )
-    written = write_projections(conn, writes)
-    return RefreshSummary(len(per_user), written, events_folded)
+    result = write_projections(conn, writes)
+    if not result.superseded:
+        return RefreshSummary(len(per_user), result.written, events_folded)
+    refused: dict[UUID, int] = {}
+    for user_id, ptype, key in result.superseded:
+        refused[user_id] = refused.get(user_id, 0) + 1
+        metrics.PROJECTIONS_SUPERSEDED.labels(ptype, key).inc()
+    attempted: dict[UUID, int] = {}
+    for write in writes:
+        attempted[write.user_id] = attempted.get(write.user_id, 0) + 1
+    superseded_users = frozenset(u for u, n in refused.items() if n == attempted[u])
+    return RefreshSummary(
+        len(per_user), result.written, events_folded, len(result.superseded), superseded_users
+    )
 
 
 def refresh_for_events(
-    conn: DbConnection, changes: Iterable[EventChange], now: datetime
+    conn: DbConnection,
+    changes: Iterable[EventChange],
+    now: datetime,
+    read_models: Collection[ReadModel] = READ_MODELS,
 ) -> RefreshSummary:
     """Recompute what `changes` affect: each user once, for the union of their event types.
 
@@ -184,4 +231,4 @@ def refresh_for_events(
     known = existing_user_ids(conn, list(triggers))
     for unknown in set(triggers) - known:
         log.warning("projection.update for unknown user %s: nothing to project", unknown)
-    return refresh_users(conn, {u: t for u, t in triggers.items() if u in known}, now)
+    return refresh_users(conn, {u: t for u, t in triggers.items() if u in known}, now, read_models)

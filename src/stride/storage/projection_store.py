@@ -84,34 +84,53 @@ PROJECTIONS_CHANNEL = "stride_projections"
 # `updated_at` is the moment of this write. Arrays go in binary (%b): the text
 # form would escape every quote of every JSON document.
 #
-# The same statement announces the write: the outer SELECT has one row, so
-# pg_notify runs once per statement (not per row, no extra round trip), and a
-# constant payload collapses to one notification per transaction, delivered at
-# commit together with the jobs' completion. Notifying transactions serialise
-# their commits on PostgreSQL's notify queue lock; the worker commits
-# asynchronously (no WAL flush wait), so the lock is held only briefly.
+# Revisions: a row is replaced only by a write of an equal or higher revision
+# (migration 0012). The guard is the ON CONFLICT's WHERE, so it holds under
+# concurrency: the conflicting row is locked and the condition evaluated
+# against its latest committed version, never against a stale read. A refused
+# row stays as it is (locked until commit, not updated) and is left out of
+# RETURNING; the outer SELECT hands back what was written as three arrays, so
+# the caller learns which rows were superseded without another round trip.
+#
+# The same statement announces the write: the outer SELECT aggregates to one
+# row, so pg_notify runs once per statement (not per row, no extra round
+# trip), and a constant payload collapses to one notification per transaction,
+# delivered at commit together with the jobs' completion. It notifies even
+# when every row was refused: the jobs still complete, and read-your-write
+# waiters (`stride serve`) wake on this channel to see that. Notifying
+# transactions serialise their commits on PostgreSQL's notify queue lock; the
+# worker commits asynchronously (no WAL flush wait), so the lock is held only
+# briefly.
 UPSERT_PROJECTIONS = """
 WITH written AS (
     INSERT INTO projections AS p
-        (user_id, projection_type, key, data, version, model_version, last_event_id, updated_at)
-    SELECT w.user_id, w.projection_type, w.key, w.data::jsonb, 1, w.model_version,
+        (user_id, projection_type, key, data, version, model_version, revision,
+         last_event_id, updated_at)
+    SELECT w.user_id, w.projection_type, w.key, w.data::jsonb, 1, w.model_version, w.revision,
            w.last_event_id, clock_timestamp()
     FROM unnest(
         %(user_ids)b::uuid[], %(projection_types)b::text[], %(keys)b::text[],
-        %(data)b::text[], %(model_versions)b::text[], %(last_event_ids)b::uuid[]
-    ) AS w(user_id, projection_type, key, data, model_version, last_event_id)
+        %(data)b::text[], %(model_versions)b::text[], %(revisions)b::int4[],
+        %(last_event_ids)b::uuid[]
+    ) AS w(user_id, projection_type, key, data, model_version, revision, last_event_id)
     ON CONFLICT (user_id, projection_type, key) DO UPDATE
     SET data = EXCLUDED.data,
         version = p.version + 1,
         model_version = EXCLUDED.model_version,
+        revision = EXCLUDED.revision,
         last_event_id = EXCLUDED.last_event_id,
         updated_at = EXCLUDED.updated_at
+    WHERE p.revision <= EXCLUDED.revision
+    RETURNING p.user_id, p.projection_type, p.key
 )
-SELECT pg_notify('stride_projections', 'written')
+SELECT pg_notify('stride_projections', 'written'),
+       count(*),
+       array_agg(user_id), array_agg(projection_type), array_agg(key)
+FROM written
 """
 
 READ_PROJECTIONS = """
-SELECT projection_type, key, data, version, model_version, last_event_id, updated_at
+SELECT projection_type, key, data, version, model_version, last_event_id, updated_at, revision
 FROM projections
 WHERE user_id = %(user_id)s
   AND (%(projection_type)s::text IS NULL OR projection_type = %(projection_type)s)
@@ -119,7 +138,7 @@ ORDER BY projection_type, key
 """
 
 READ_PROJECTION = """
-SELECT projection_type, key, data, version, model_version, last_event_id, updated_at
+SELECT projection_type, key, data, version, model_version, last_event_id, updated_at, revision
 FROM projections
 WHERE user_id = %(user_id)s AND projection_type = %(projection_type)s AND key = %(key)s
 """
@@ -171,14 +190,33 @@ class _TolerantJsonbBinaryLoader(JsonbBinaryLoader):
             return UnreadableJson(f"data cannot be decoded: {' '.join(str(exc).split())[:200]}")
 
 
+# (user_id, projection_type, key): one projection row.
+ProjectionRow = tuple[UUID, str, str]
+
+
 @dataclass(frozen=True, slots=True)
 class ProjectionWrite:
+    """One row to write, with the version of the logic that computed it."""
+
     user_id: UUID
     projection_type: str
     key: str
     data: Mapping[str, Any]
     model_version: str
     last_event_id: UUID | None
+    revision: int  # refused when the stored row has a higher one
+
+    @property
+    def row(self) -> ProjectionRow:
+        return (self.user_id, self.projection_type, self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What one `write_projections` did: rows written, rows a higher revision kept."""
+
+    written: int
+    superseded: tuple[ProjectionRow, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +228,7 @@ class StoredProjection:
     model_version: str | None
     last_event_id: UUID | None
     updated_at: datetime
+    revision: int  # of the logic that wrote it; 0: written before revisions existed
 
 
 def load_events_for_users(
@@ -241,14 +280,20 @@ def load_events_for_users(
     return by_user
 
 
-def write_projections(conn: DbConnection, writes: Iterable[ProjectionWrite]) -> int:
-    """Upsert projections in one statement; returns how many rows were written."""
+def write_projections(conn: DbConnection, writes: Iterable[ProjectionWrite]) -> WriteResult:
+    """Upsert projections in one statement, never replacing a row of a higher revision.
+
+    Returns how many rows were written and which were superseded (refused
+    because the stored row's revision is higher than the write's).
+    """
     batch = sorted(writes, key=lambda w: (str(w.user_id), w.projection_type, w.key))
     if not batch:
-        return 0
+        return WriteResult(0)
     # Sorted so concurrent writers touching overlapping rows lock them in the
-    # same order (no deadlocks between batches).
-    conn.execute(
+    # same order (no deadlocks between batches). The row locks are those of any
+    # INSERT ... ON CONFLICT: each row is locked (also when its write is
+    # refused) until the transaction ends.
+    row = conn.execute(
         UPSERT_PROJECTIONS,
         {
             "user_ids": [w.user_id for w in batch],
@@ -256,11 +301,17 @@ def write_projections(conn: DbConnection, writes: Iterable[ProjectionWrite]) -> 
             "keys": [w.key for w in batch],
             "data": [orjson.dumps(w.data, option=orjson.OPT_SORT_KEYS).decode() for w in batch],
             "model_versions": [w.model_version for w in batch],
+            "revisions": [w.revision for w in batch],
             "last_event_ids": [w.last_event_id for w in batch],
         },
         prepare=True,
-    )
-    return len(batch)
+    ).fetchone()
+    assert row is not None  # an aggregate without GROUP BY always has one row
+    _, written, user_ids, projection_types, keys = row
+    if written == len(batch):
+        return WriteResult(written)
+    kept = set(zip(user_ids or (), projection_types or (), keys or (), strict=True))
+    return WriteResult(written, tuple(w.row for w in batch if w.row not in kept))
 
 
 def read_projections(

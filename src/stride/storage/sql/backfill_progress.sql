@@ -96,12 +96,14 @@ LIMIT %(limit)s
 -- name: run_history
 -- Every run (of one source, or of all), newest first: its controller, its
 -- fan-out jobs by state, and its users refreshed since its trigger (by any
--- model version: a run is judged by the code of its time).
+-- model version: a run is judged by the code of its time), and the revisions
+-- of the code that triggered it (NULL for runs from before revisions).
 SELECT r.job_id, r.source, r.created_at, r.users_total, r.jobs_enqueued,
        r.cancel_requested, r.cancelled_at, c.status AS controller_status,
        jobs.open, jobs.given_up, jobs.last_settled_at,
        refreshed.users AS users_refreshed,
-       clock_timestamp() AS observed_at
+       clock_timestamp() AS observed_at,
+       r.revisions
 FROM backfill_runs r
 LEFT JOIN background_jobs c ON c.id = r.job_id
 CROSS JOIN LATERAL (
