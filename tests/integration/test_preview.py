@@ -64,8 +64,7 @@ def test_preview_of_the_running_code_after_its_backfill_finds_nothing_to_change(
     backfilled(conn, database_url, 30)
     before = conn.execute(WRITES).fetchone()
     # A session where every transaction is read only: the preview needs no write.
-    with psycopg.connect(read_only_url(database_url), autocommit=True) as read_only:
-        result = preview_users(read_only, sample=None, batch_users=7)
+    result = preview_users(read_only_url(database_url), sample=None, batch_users=7)
     assert conn.execute(WRITES).fetchone() == before
     assert result.users_seen == 30 and result.users_changed == 0 and result.scope == "all"
     for changes in result.tally.outputs.values():
@@ -90,7 +89,9 @@ def test_preview_counts_what_new_logic_would_change(conn: Conn, database_url: st
     }
     assert endurance  # the population declares running: some resolve to endurance
 
-    result = preview_users(conn, sample=None, batch_users=9, read_models=[new_logic("x_new")])
+    result = preview_users(
+        database_url, sample=None, batch_users=9, read_models=[new_logic("x_new")]
+    )
     state = result.tally.outputs[STATE]
     assert state.users_changed == len(endurance) and dict(state.fields) == {
         "modality": len(endurance)
@@ -124,7 +125,7 @@ def test_a_sample_previews_that_many_distinct_users_and_max_rate_paces_it(
     slept: list[float] = []
     progress: list[tuple[int, int]] = []
     result = preview_users(
-        conn,
+        database_url,
         sample=10,
         max_rate=4,
         sleep=slept.append,

@@ -15,19 +15,20 @@ logic show, not the passing of time.
 Safe on a busy database: users are read in batches, keyset over users.id, each
 batch in its own short READ ONLY transaction (no snapshot held for the whole
 preview, nothing locked beyond ACCESS SHARE), optionally throttled. One
-process: a helper thread reads the next batch while the folds run on this one.
+process: helper threads read the next batches while the folds run on this one.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 from uuid import UUID
 
 import orjson
@@ -38,11 +39,14 @@ from stride.domain.events import Event
 from stride.projections.registry import READ_MODELS, ReadModel, outputs_of
 from stride.readmodels.refresh import fold_users, load_events_for_read_models
 from stride.readmodels.revisions import running_revisions
-from stride.storage.connection import DbConnection
+from stride.storage.connection import DbConnection, connect
 
 DEFAULT_SAMPLE = 1000
 DEFAULT_BATCH_USERS = 1000
 DEFAULT_EXAMPLES = 3
+# Batches read at once, each on a connection of its own: on a busy server one
+# batch's queries wait for CPU while another's run.
+DEFAULT_READERS = 2
 
 STATE: Final = ("objective_state", "active")
 ADVISORY: Final = ("objective_advisory", "overview")
@@ -95,6 +99,7 @@ ORDER BY created_at DESC, id DESC
 LIMIT 1
 """
 
+T = TypeVar("T")
 Scope = Literal["sample", "all"]
 Row = tuple[str, str]
 
@@ -346,56 +351,79 @@ def _load(
     rows: Collection[Row],
     read_models: Collection[ReadModel],
 ) -> LoadedBatch:
-    stored = _stored(conn, user_ids, rows)
-    events = load_events_for_read_models(conn, user_ids, read_models)
+    """One batch's stored rows and events, from one snapshot."""
+    with _batch_transaction(conn):
+        stored = _stored(conn, user_ids, rows)
+        events = load_events_for_read_models(conn, user_ids, read_models)
     return LoadedBatch(user_ids, stored, events)
 
 
-def _sampled_batches(
-    conn: DbConnection,
-    sample: int,
-    batch_users: int,
-    rows: Collection[Row],
-    read_models: Collection[ReadModel],
-) -> Iterator[LoadedBatch]:
+def _sampled_ids(conn: DbConnection, sample: int, batch_users: int) -> Iterator[list[UUID]]:
     with _batch_transaction(conn):
         ids = sorted(row[0] for row in conn.execute(SAMPLE_USERS, {"n": sample}).fetchall())
     for start in range(0, len(ids), batch_users):
-        with _batch_transaction(conn):
-            yield _load(conn, ids[start : start + batch_users], rows, read_models)
+        yield ids[start : start + batch_users]
 
 
-def _keyset_batches(
-    conn: DbConnection,
-    batch_users: int,
-    rows: Collection[Row],
-    read_models: Collection[ReadModel],
-) -> Iterator[LoadedBatch]:
+def _keyset_ids(conn: DbConnection, batch_users: int) -> Iterator[list[UUID]]:
     after: UUID | None = None
     while True:
         with _batch_transaction(conn):
             query = FIRST_USERS if after is None else NEXT_USERS
-            found = conn.execute(query, {"after": after, "limit": batch_users}).fetchall()
-            if not found:
-                return
-            batch = _load(conn, [row[0] for row in found], rows, read_models)
-        yield batch
-        after = batch.user_ids[-1]
+            found = [r[0] for r in conn.execute(query, {"after": after, "limit": batch_users})]
+        if not found:
+            return
+        yield found
+        after = found[-1]
 
 
-def _read_ahead(batches: Iterator[LoadedBatch]) -> Iterator[LoadedBatch]:
-    """`batches`, each read on a helper thread while the caller compares the one before.
+class _Readers:
+    """Threads that read batches on connections of their own (one per thread)."""
 
-    Reading is mostly the server's work (the GIL is released while psycopg
-    waits), comparing is this process's: overlapped, a batch costs about the
-    longer of the two instead of their sum. One batch ahead at most, and only
-    the helper thread ever touches the connection while the loop runs.
-    """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stride-preview-read") as reader:
-        ahead = reader.submit(next, batches, None)
-        while (batch := ahead.result()) is not None:
-            ahead = reader.submit(next, batches, None)
-            yield batch
+    def __init__(self, database_url: str, count: int) -> None:
+        self.database_url = database_url
+        self.count = count
+        self._local = threading.local()
+        self._opened: list[DbConnection] = []
+        self._lock = threading.Lock()
+
+    def connection(self) -> DbConnection:
+        conn: DbConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.database_url, autocommit=True, application_name="stride-preview")
+            self._local.conn = conn
+            with self._lock:
+                self._opened.append(conn)
+        return conn
+
+    def _load_on_own_connection(
+        self, load: Callable[[DbConnection, list[UUID]], T], ids: list[UUID]
+    ) -> T:
+        return load(self.connection(), ids)
+
+    def read_ahead(
+        self, id_batches: Iterator[list[UUID]], load: Callable[[DbConnection, list[UUID]], T]
+    ) -> Iterator[T]:
+        """`load` of each id batch, in order, `count` batches read at once while the
+        caller works on the one before.
+
+        Reading is mostly the server's work (the GIL is released while psycopg
+        waits), comparing is this process's: overlapped, a batch costs about the
+        longer of the two instead of their sum; and on a busy server several
+        batches' queries run side by side. At most `count` batches wait in memory.
+        """
+        try:
+            with ThreadPoolExecutor(self.count, thread_name_prefix="stride-preview") as pool:
+                pending: deque[Future[T]] = deque()
+                for ids in id_batches:
+                    pending.append(pool.submit(self._load_on_own_connection, load, ids))
+                    if len(pending) >= self.count:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+        finally:
+            for conn in self._opened:
+                conn.close()
 
 
 def _clock(stored: Mapping[Row, StoredRow]) -> datetime:
@@ -414,7 +442,7 @@ def compare_batch(
 
 
 def preview_users(
-    conn: DbConnection,
+    database_url: str,
     *,
     sample: int | None = DEFAULT_SAMPLE,
     batch_users: int = DEFAULT_BATCH_USERS,
@@ -422,11 +450,12 @@ def preview_users(
     examples: int = DEFAULT_EXAMPLES,
     on_progress: Progress | None = None,
     read_models: Collection[ReadModel] = READ_MODELS,
+    readers: int = DEFAULT_READERS,
     sleep: Callable[[float], None] = time.sleep,
 ) -> PreviewResult:
     """Preview `sample` random users (None: every user) against the running code.
 
-    `conn` must be in autocommit mode (each batch is its own transaction).
+    Opens its own connections: one walks the users, `readers` read batches.
     `max_rate` caps the users recomputed per second.
     """
     started_at = datetime.now(UTC)
@@ -434,27 +463,31 @@ def preview_users(
     if max_rate is not None:
         # About a second's worth of users per batch, so the pace stays even.
         batch_users = max(1, min(batch_users, int(max_rate)))
-    total_row = conn.execute(COUNT_USERS).fetchone()
-    users_total = int(total_row[0]) if total_row else 0
-    to_do = users_total if sample is None else min(sample, users_total)
     tally = PreviewTally.for_read_models(read_models, examples)
     rows = set(tally.outputs)
-    batches = (
-        _keyset_batches(conn, batch_users, rows, read_models)
-        if sample is None
-        else _sampled_batches(conn, sample, batch_users, rows, read_models)
-    )
-    if on_progress is not None:
-        on_progress(0, to_do)
-    for batch in _read_ahead(batches):
-        compare_batch(batch, tally, read_models)
+    with connect(database_url, autocommit=True, application_name="stride-preview") as conn:
+        total_row = conn.execute(COUNT_USERS).fetchone()
+        users_total = int(total_row[0]) if total_row else 0
+        to_do = users_total if sample is None else min(sample, users_total)
+        id_batches = (
+            _keyset_ids(conn, batch_users)
+            if sample is None
+            else _sampled_ids(conn, sample, batch_users)
+        )
         if on_progress is not None:
-            # New users may arrive during an --all preview: the total grows with them.
-            on_progress(tally.users_seen, max(to_do, tally.users_seen))
-        if max_rate:
-            ahead = tally.users_seen / max_rate - (time.monotonic() - started)
-            if ahead > 0:
-                sleep(ahead)
+            on_progress(0, to_do)
+        loaded = _Readers(database_url, readers).read_ahead(
+            id_batches, lambda reader, ids: _load(reader, ids, rows, read_models)
+        )
+        for batch in loaded:
+            compare_batch(batch, tally, read_models)
+            if on_progress is not None:
+                # New users may arrive during an --all preview: the total grows with them.
+                on_progress(tally.users_seen, max(to_do, tally.users_seen))
+            if max_rate:
+                ahead = tally.users_seen / max_rate - (time.monotonic() - started)
+                if ahead > 0:
+                    sleep(ahead)
     return PreviewResult(
         scope="all" if sample is None else "sample",
         users_total=users_total,

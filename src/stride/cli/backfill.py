@@ -668,12 +668,9 @@ def preview(
         usage_error("--sample and --all are mutually exclusive")
     with database_errors():
         target = database(database_url)
-        with (
-            connect(target.url, autocommit=True, application_name="stride-preview") as conn,
-            preview_bar(quiet=as_json) as show,
-        ):
+        with preview_bar(quiet=as_json) as show:
             result = preview_users(
-                conn,
+                target.url,
                 sample=None if all_users else (sample or DEFAULT_SAMPLE),
                 max_rate=max_rate,
                 examples=examples,
