@@ -127,12 +127,61 @@ EVENT_TYPES: tuple[str, ...] = (*OBJECTIVE_EVENT_TYPES, RETRACTION_EVENT_TYPE)
 T = TypeVar("T")
 
 
+class DashboardLane:
+    """A synchronous pool and the threads that use it, for the dashboard.
+
+    Opened on first use (min_size=0). A statement running past a minute is
+    cancelled, and so is one still running at shutdown. No JIT: a misestimated
+    row count (a user's events) made PostgreSQL spend 10-15 ms compiling plans
+    for reads that then ran in under one.
+    """
+
+    def __init__(self, url: str, name: str, *, size: int) -> None:
+        self.pool: ConnectionPool[DbConnection] = ConnectionPool(
+            url,
+            min_size=0,
+            max_size=size,
+            kwargs={
+                "autocommit": True,
+                "application_name": name,
+                "options": "-c statement_timeout=60000 -c jit=off",
+            },
+            open=False,
+            timeout=10,
+            check=ConnectionPool.check_connection,
+            name=name,
+        )
+        self._threads = ThreadPoolExecutor(size, thread_name_prefix=name)
+        self._busy: set[DbConnection] = set()
+
+    def open(self) -> None:
+        self.pool.open(wait=False)
+
+    async def run(self, call: Callable[[DbConnection], T]) -> T:
+        def in_thread() -> T:
+            with self.pool.connection() as conn:
+                self._busy.add(conn)
+                try:
+                    return call(conn)
+                finally:
+                    self._busy.discard(conn)
+
+        return await asyncio.get_running_loop().run_in_executor(self._threads, in_thread)
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        # A read can take seconds on a large database: cancel it on the server rather
+        # than let it hold up the shutdown.
+        for conn in list(self._busy):
+            await loop.run_in_executor(None, conn.cancel_safe)
+        await loop.run_in_executor(self._threads, self.pool.close)
+        self._threads.shutdown(wait=True)
+
+
 class Database:
     """The pools one server process uses; opened and closed by the app's lifespan."""
 
-    def __init__(
-        self, url: str, *, pool_size: int, write_pool_size: int, admin_pool_size: int = 3
-    ) -> None:
+    def __init__(self, url: str, *, pool_size: int, write_pool_size: int) -> None:
         self.url = url
         connection_options = {"autocommit": True, "application_name": "stride-api"}
         # A request that cannot get a connection in 5 s answers 503 rather than hang.
@@ -151,43 +200,29 @@ class Database:
             check=ConnectionPool.check_connection,
         )
         self._threads = ThreadPoolExecutor(write_pool_size, thread_name_prefix="stride-api-sync")
-        # The dashboard's reads and actions (some take seconds on a large database) get
-        # connections and threads of their own, so they never hold up the API's writes.
-        # Opened on first use (min_size=0); a statement running past a minute is cancelled.
-        self.admin: ConnectionPool[DbConnection] = ConnectionPool(
-            url,
-            min_size=0,
-            max_size=admin_pool_size,
-            kwargs={
-                "autocommit": True,
-                "application_name": "stride-admin",
-                "options": "-c statement_timeout=60000",
-            },
-            open=False,
-            timeout=10,
-            check=ConnectionPool.check_connection,
-        )
-        self._admin_threads = ThreadPoolExecutor(admin_pool_size, thread_name_prefix="stride-admin")
-        self._admin_busy: set[DbConnection] = set()
+        # The dashboard gets connections and threads of its own, so it never holds up
+        # the API's writes, in two lanes: what a request waits for (the user page, the
+        # actions, sessions) and the background refreshes of its snapshots (the runbook's
+        # coverage reads every event: seconds on a large database), so a slow refresh
+        # never makes a page wait for a connection.
+        self.admin = DashboardLane(url, "stride-admin", size=2)
+        self.admin_refresh = DashboardLane(url, "stride-admin-refresh", size=2)
 
     async def open(self) -> None:
         """Start both pools without waiting: the server comes up even while the database
         is down, and /readyz says so."""
         await self.reads.open(wait=False)
         self.writes.open(wait=False)
-        self.admin.open(wait=False)
+        self.admin.open()
+        self.admin_refresh.open()
 
     async def close(self) -> None:
         await self.reads.close()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._threads, self.writes.close)
-        # A dashboard read can take seconds on a large database (coverage reads every
-        # event): cancel it on the server rather than let it hold up the shutdown.
-        for conn in list(self._admin_busy):
-            await loop.run_in_executor(self._threads, conn.cancel_safe)
-        await loop.run_in_executor(self._admin_threads, self.admin.close)
+        await self.admin.close()
+        await self.admin_refresh.close()
         self._threads.shutdown(wait=True)
-        self._admin_threads.shutdown(wait=True)
 
     async def run_sync(self, call: Callable[[DbConnection], T]) -> T:
         """Run a synchronous stride function on a pooled connection in a worker thread."""
@@ -199,17 +234,12 @@ class Database:
         return await asyncio.get_running_loop().run_in_executor(self._threads, in_thread)
 
     async def run_admin(self, call: Callable[[DbConnection], T]) -> T:
-        """Run a synchronous stride function for the dashboard, on its own pool and threads."""
+        """Run a synchronous stride function a dashboard request waits for."""
+        return await self.admin.run(call)
 
-        def in_thread() -> T:
-            with self.admin.connection() as conn:
-                self._admin_busy.add(conn)
-                try:
-                    return call(conn)
-                finally:
-                    self._admin_busy.discard(conn)
-
-        return await asyncio.get_running_loop().run_in_executor(self._admin_threads, in_thread)
+    async def run_admin_refresh(self, call: Callable[[DbConnection], T]) -> T:
+        """Run a synchronous stride function that refreshes a dashboard snapshot."""
+        return await self.admin_refresh.run(call)
 
     async def read(
         self, call: Callable[[AsyncDbConnection], Awaitable[T]], *, timeout: float | None = None
@@ -384,26 +414,26 @@ async def backfill_run(db: Database, source: str) -> RunView:
             run_progress(conn, source), runbook_reports(conn, source, only=CHEAP_REPORTS)
         )
 
-    return await db.run_admin(read)
+    return await db.run_admin_refresh(read)
 
 
 async def backfill_slow_reports(db: Database, source: str) -> list[Report]:
     """The runbook's coverage and lag reports (each reads every event)."""
-    return await db.run_admin(lambda conn: runbook_reports(conn, source, only=SLOW_REPORTS))
+    return await db.run_admin_refresh(lambda conn: runbook_reports(conn, source, only=SLOW_REPORTS))
 
 
 async def backfill_history(db: Database, limit: int = 20) -> list[RunSummary]:
     """Every run with its outcome (counts each run's jobs and users: a slow read)."""
-    return await db.run_admin(lambda conn: run_history(conn, limit=limit))
+    return await db.run_admin_refresh(lambda conn: run_history(conn, limit=limit))
 
 
 async def backfill_sources(db: Database) -> list[str]:
     """Source labels with runs, newest run first (one row per run: a quick read)."""
-    return await db.run_admin(known_sources)
+    return await db.run_admin(known_sources)  # quick, and a page waits for it
 
 
 async def model_versions(db: Database) -> list[ModelVersionCount]:
-    return await db.run_admin(model_version_counts)
+    return await db.run_admin_refresh(model_version_counts)
 
 
 async def admin_verify(db: Database, sample: int) -> VerifyResult:
@@ -419,13 +449,15 @@ async def admin_cancel(db: Database, source: str) -> CancelResult:
 
 
 async def admin_queue(db: Database) -> QueueOverview:
-    return await db.run_admin(queue_overview)
+    return await db.run_admin_refresh(queue_overview)
 
 
 async def admin_completions(
     db: Database, since: datetime, bucket_seconds: float, source: str | None = None
 ) -> Completions:
-    return await db.run_admin(lambda conn: completions(conn, since, bucket_seconds, source=source))
+    return await db.run_admin_refresh(
+        lambda conn: completions(conn, since, bucket_seconds, source=source)
+    )
 
 
 async def admin_job(db: Database, job_id: int) -> JobDetail | None:

@@ -535,7 +535,7 @@ async def cancel_confirm(request: Request, session: Session) -> HTMLResponse:
     source = _checked_source(request.query_params.get("source"))
     if source is None:
         raise DashboardError(422, "Which backfill? The link names no source.")
-    data = await _backfill_data(request, source, wait=LIVE_WAIT)
+    data = await _backfill_data(request, source, wait=PAGE_WAIT)
     return await _page(
         request, "cancel.html", session, page="backfill", title="Cancel a backfill", data=data
     )
