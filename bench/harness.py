@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -57,6 +57,43 @@ def create_database(server_url: str, name: str, *, replace: bool = True) -> str:
     return url
 
 
+def clone_database(server_url: str, source: str, name: str) -> None:
+    """Create database `name` as a copy of `source` (which must have no connections)."""
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(source)
+            )
+        )
+
+
+# Server-wide counters (checkpoints, buffers written by backends rather than the
+# checkpointer or background writer) and this database's autovacuum/autoanalyze
+# runs and rows of background_jobs read by sequential scans: sampled before and
+# after a run, their difference says whether any of them landed mid-run (a
+# claim planned for an empty queue scans the whole table every time).
+SERVER_ACTIVITY = """
+SELECT b.checkpoints_timed + b.checkpoints_req AS checkpoints,
+       b.buffers_checkpoint, b.buffers_backend, b.buffers_backend_fsync,
+       (SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0)::bigint
+        FROM pg_stat_user_tables) AS autovacuum_runs,
+       (SELECT pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint AS wal_bytes,
+       (SELECT coalesce(sum(seq_tup_read), 0)::bigint
+        FROM pg_stat_user_tables WHERE relname = 'background_jobs') AS queue_seq_tuples_read
+FROM pg_stat_bgwriter b
+"""
+
+
+def server_activity(database_url: str) -> dict[str, int]:
+    """Counters of SERVER_ACTIVITY, by name (wal_bytes: server-wide, all databases)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        cursor = conn.execute(SERVER_ACTIVITY)
+        row = cursor.fetchone()
+        assert row is not None and cursor.description is not None
+        names = [column.name for column in cursor.description]
+        return {name: int(value) for name, value in zip(names, row, strict=True)}
+
+
 def drop_database(server_url: str, name: str) -> None:
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(
@@ -72,6 +109,31 @@ def postgres_cpu_seconds() -> float:
         if proc.info["name"] == "postgres" and proc.info["cpu_times"] is not None:
             total += proc.info["cpu_times"].user + proc.info["cpu_times"].system
     return total
+
+
+def postgres_cpu_by_pid() -> dict[int, float]:
+    """CPU time used so far by each local PostgreSQL process."""
+    found: dict[int, float] = {}
+    for proc in psutil.process_iter(["name", "cpu_times"]):
+        if proc.info["name"] == "postgres" and proc.info["cpu_times"] is not None:
+            found[proc.pid] = proc.info["cpu_times"].user + proc.info["cpu_times"].system
+    return found
+
+
+def database_cpu_seconds(database_url: str, before: Mapping[int, float]) -> float:
+    """CPU used since `before` by the backends now connected to this database: the
+    benchmark's own share of the server, without other databases' sessions (nor the
+    shared checkpointer and WAL writer)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        pids = [
+            row[0]
+            for row in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid()"
+            )
+        ]
+    now = postgres_cpu_by_pid()
+    return sum(now[pid] - before.get(pid, 0.0) for pid in pids if pid in now)
 
 
 @dataclass

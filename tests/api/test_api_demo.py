@@ -20,7 +20,10 @@ def test_demo_prints_a_curl_line_that_reads_a_users_objective_state(
 ) -> None:
     port = free_port()
     log = tmp_path / "demo.log"
-    command = [STRIDE, "demo", "run", "--users", "40", "--workers", "1", "--port", str(port)]
+    command = [
+        *(STRIDE, "demo", "run", "--users", "40", "--workers", "1"),
+        *("--serve", "--port", str(port)),
+    ]
     env = {**os.environ, "STRIDE_DATA_DIR": str(tmp_path / "pgdata"), "COLUMNS": "400"}
     with log.open("wb") as out:
         demo = subprocess.Popen(

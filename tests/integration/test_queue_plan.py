@@ -63,6 +63,23 @@ def test_claim_query_uses_an_index_not_a_seq_scan(conn: Conn, with_types: bool) 
     assert ("Index Scan", "background_jobs_claim") in scans, scans
 
 
+def test_claims_on_an_empty_queue_leave_no_cached_plan_behind(conn: Conn) -> None:
+    """A claim is planned afresh every time, so a plan made while the queue was empty by its
+    statistics (a sequential scan then) is never reused once the table has filled up."""
+    conn.execute("ANALYZE background_jobs")  # empty: reltuples 0
+    for _ in range(10):  # the driver would prepare from the fifth execution on
+        assert claim_due_jobs(conn, "w", batch_size=100, lease_seconds=30.0) == []
+        assert claim_due_jobs(conn, "w", 100, 30.0, job_types=["projection.update"]) == []
+    prepared = conn.execute(
+        "SELECT statement FROM pg_prepared_statements WHERE statement LIKE %s",
+        ("%SET status = 'processing'%",),
+    ).fetchall()
+    assert prepared == []
+    conn.execute(POPULATE)
+    claimed = claim_due_jobs(conn, "w", batch_size=100, lease_seconds=30.0)
+    assert len(claimed) == 100
+
+
 # Several backfills' worth of jobs: organic ones without a source, and fan-out
 # jobs of 20 sources (one of them long and incompressible), mostly finished.
 POPULATE_SOURCES = """

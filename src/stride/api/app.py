@@ -14,6 +14,7 @@ from stride import __version__
 from stride.api import service
 from stride.api.auth import Authenticator, TokenCache
 from stride.api.config import ApiSettings
+from stride.api.dashboard.routes import install as install_dashboard
 from stride.api.docs import render_docs
 from stride.api.errors import install_error_handlers
 from stride.api.limits import RateLimiter
@@ -68,6 +69,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.add_middleware(RequestMetrics)
     for module in (events, projections, admin, probes):
         app.include_router(module.router)
+    install_dashboard(app)
 
     @cache
     def docs_page() -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -247,11 +247,20 @@ def current_model_versions() -> dict[tuple[str, str], str]:
     return {output.row: output.model_version for output in outputs_of(READ_MODELS)}
 
 
-def runbook_reports(conn: DbConnection, source: str) -> list[Report]:
-    """The runbook's four verification queries, run as written with `source` bound."""
+def runbook_reports(
+    conn: DbConnection, source: str, *, only: Collection[str] | None = None
+) -> list[Report]:
+    """The runbook's four verification queries, run as written with `source` bound.
+
+    `only` names the reports wanted (all four by default): the two status
+    reports read a source's jobs through an index, while coverage and lag read
+    every event and take seconds on a large database.
+    """
     queries = load_queries("runbook_reports.sql")
     reports = []
     for name, title in RUNBOOK_REPORTS:
+        if only is not None and name not in only:
+            continue
         cursor = conn.execute(queries[name], {"source": source})
         columns = [c.name for c in cursor.description or ()]
         reports.append(Report(name, title, columns, [list(r) for r in cursor.fetchall()]))
@@ -464,6 +473,33 @@ def users_on_old_model(conn: DbConnection) -> int:
         },
     ).fetchone()
     return int(row[0]) if row else 0
+
+
+# Users per stored model version of each projection (a projection row is one user's).
+MODEL_VERSION_COUNTS = """
+SELECT projection_type, key, model_version, count(*)
+FROM projections
+GROUP BY projection_type, key, model_version
+ORDER BY projection_type, key, model_version
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersionCount:
+    projection_type: str
+    key: str
+    model_version: str | None
+    users: int
+    current: bool  # the version the running code writes
+
+
+def model_version_counts(conn: DbConnection) -> list[ModelVersionCount]:
+    """Users per stored model version of every projection, the running code's marked."""
+    current = current_model_versions()
+    return [
+        ModelVersionCount(ptype, key, version, int(n), current.get((ptype, key)) == version)
+        for ptype, key, version, n in conn.execute(MODEL_VERSION_COUNTS)
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,9 +34,14 @@ class UnknownSource:
         )
 
 
+def known_sources(conn: DbConnection) -> list[str]:
+    """Every source label with a run, the one with the newest run first."""
+    return [row[0] for row in conn.execute(KNOWN_SOURCES_SQL).fetchall()]
+
+
 def unknown_source(conn: DbConnection, source: str) -> UnknownSource | None:
     """None when `source` has a run; else what to tell the operator instead."""
     row = conn.execute(HAS_RUN_SQL, (source,)).fetchone()
     if row is not None and row[0]:
         return None
-    return UnknownSource(source, [r[0] for r in conn.execute(KNOWN_SOURCES_SQL).fetchall()])
+    return UnknownSource(source, known_sources(conn))

@@ -131,8 +131,12 @@ def run_command(
         ),
     ] = None,
     serve_api: Annotated[
-        bool, typer.Option("--serve/--no-serve", help="Then serve the HTTP API until Ctrl-C.")
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--serve/--no-serve",
+            help="Then serve the HTTP API until Ctrl-C (default: only in a terminal).",
+        ),
+    ] = None,
     port: Annotated[
         int, typer.Option("--port", metavar="PORT", help="The HTTP API's port.")
     ] = 8000,
@@ -142,9 +146,12 @@ def run_command(
     """Run the whole demo: migrate, seed, backfill through real workers, report, serve.
 
     Ends by serving the HTTP API with a curl line that reads a demo user's
-    objective state (--no-serve skips it). With --json, the result is one JSON
-    document on stdout (and the curl line goes to stderr).
+    objective state: in a terminal by default, or wherever --serve says (so a
+    script or CI running `make demo` finishes; --no-serve skips it). With --json,
+    the result is one JSON document on stdout (and the curl line goes to stderr).
     """
+    if serve_api is None:
+        serve_api = sys.stdin.isatty() and sys.stdout.isatty()
     settings = DemoSettings(
         users=users, seed=seed, workers=workers, source=source or fresh_demo_source()
     )
@@ -162,14 +169,20 @@ def run_command(
         _print_demo_end(result)
     if not result.complete:
         raise typer.Exit(1)
-    if serve_api:
-        say = err_console.print if as_json else console.print
-        serve_demo(
-            url,
-            host="127.0.0.1",
-            port=port,
-            say=lambda line: say(line, highlight=False, soft_wrap=True, markup=False),
-        )
+    if not serve_api:
+        if not as_json:
+            console.print(
+                "not serving the HTTP API (not a terminal): `stride serve` starts it",
+                highlight=False,
+            )
+        return
+    say = err_console.print if as_json else console.print
+    serve_demo(
+        url,
+        host="127.0.0.1",
+        port=port,
+        say=lambda line: say(line, highlight=False, soft_wrap=True, markup=False),
+    )
 
 
 def _print_demo_end(result: DemoResult) -> None:

@@ -28,7 +28,7 @@ from enum import Enum
 from typing import Any, Final
 from uuid import UUID
 
-from psycopg import Cursor, sql
+from psycopg import Cursor, errors, sql
 from psycopg.rows import RowMaker
 from psycopg.types.json import Jsonb
 
@@ -338,8 +338,17 @@ def claim_due_jobs(
     if job_types is not None:
         params["job_types"] = list(job_types)
     statement = CLAIM_TYPES_SQL if job_types is not None else CLAIM_SQL
+    # Never a prepared statement (prepare=False): planned afresh on every claim
+    # (well under a millisecond). Prepared, the driver's fifth execution made it
+    # a server-side statement, and PostgreSQL then kept a generic plan built
+    # while background_jobs was empty by its statistics (a fresh queue, or
+    # TRUNCATE + ANALYZE): a sequential scan and sort of the whole table for the
+    # ids, and another for the UPDATE, on every claim, for as long as the
+    # session lived — nothing invalidates it until the table is analyzed again.
+    # That made one 100k backfill run 3-4x slower than the next, depending on
+    # whether a runner had claimed five times before the fan-out filled the table.
     with conn.cursor(row_factory=claimed_job_row) as cursor:
-        jobs = cursor.execute(statement, params).fetchall()
+        jobs = cursor.execute(statement, params, prepare=False).fetchall()
     # RETURNING follows no order; hand jobs out in claim order.
     jobs.sort(key=lambda j: (-j.priority, j.scheduled_for, j.id))
     return jobs
@@ -602,6 +611,21 @@ WHERE j.id = revivable.id
 """
 
 
+# One given-up job back to pending, under the same rule as RETRY_GIVEN_UP_SQL:
+# only while its dedup key (if any) is free. RETURNING the type for the notification.
+RETRY_ONE_GIVEN_UP_SQL: Final = """
+UPDATE background_jobs AS j
+SET status = 'pending', attempt = 0, scheduled_for = now(), completed_at = NULL,
+    locked_by = NULL, locked_until = NULL
+WHERE j.id = %(id)s AND j.status IN ('dead', 'failed')
+  AND (j.dedup_key IS NULL OR NOT EXISTS (
+      SELECT 1 FROM background_jobs AS f
+      WHERE f.dedup_key = j.dedup_key AND f.status IN ('pending', 'processing')
+  ))
+RETURNING j.job_type
+"""
+
+
 def cancel_pending(
     conn: DbConnection,
     job_types: Sequence[str],
@@ -621,3 +645,22 @@ def retry_dead(conn: DbConnection, job_type: str | None = None) -> int:
         if count:
             conn.execute(NOTIFY_SQL, (job_type or NOTIFY_ANY_TYPE,))
     return count
+
+
+def retry_job(conn: DbConnection, job_id: int) -> bool:
+    """Put one dead or failed job back to pending with fresh attempts.
+
+    False when the job is not dead or failed (any more), or when another job
+    with its dedup key is in flight (retrying it would run the same work twice).
+    """
+    try:
+        with conn.transaction():
+            row = conn.execute(RETRY_ONE_GIVEN_UP_SQL, {"id": job_id}).fetchone()
+            if row is None:
+                return False
+            conn.execute(NOTIFY_SQL, (row[0],))
+    except errors.UniqueViolation:
+        # Its key was enqueued afresh between the check and the update: the
+        # unique index refused the second in-flight job, as it should.
+        return False
+    return True

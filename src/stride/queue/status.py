@@ -423,3 +423,196 @@ SELECT DISTINCT job_type FROM background_jobs WHERE status IN ('dead', 'failed')
 def given_up_job_types(conn: DbConnection) -> list[str]:
     """The job types that have dead or failed jobs (what `jobs retry --dead` could revive)."""
     return [row[0] for row in conn.execute(GIVEN_UP_TYPES_SQL).fetchall()]
+
+
+# --- the dashboard's queue views ------------------------------------------------------------
+
+# Counts by type, shown status (a pending job waiting for its retry counts as
+# `retrying`, as in `stride jobs list`) and priority: one pass over the table (a
+# sequential scan; the dashboard reads it from a snapshot refreshed in the background).
+COUNTS_BY_PRIORITY_SQL: Final = f"""
+SELECT job_type, {SHOWN_STATUS_SQL} AS shown_status, priority, count(*)
+FROM background_jobs
+GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3 DESC
+"""
+
+# The latest jobs that ended without success, with what an operator needs to
+# judge a retry (index background_jobs_given_up, newest first).
+GIVEN_UP_JOBS_SQL: Final = """
+SELECT id, job_type, status, attempt, max_retries, error_message, payload, user_id,
+       created_at, completed_at
+FROM background_jobs
+WHERE status IN ('dead', 'failed')
+ORDER BY completed_at DESC, id DESC
+LIMIT %(limit)s
+"""
+
+GIVEN_UP_COUNTS_SQL: Final = """
+SELECT job_type, status, count(*)
+FROM background_jobs
+WHERE status IN ('dead', 'failed')
+GROUP BY job_type, status
+ORDER BY job_type, status
+"""
+
+# Completed jobs per time bucket since `since`, read through the partial index
+# background_jobs_completed_at: the cost follows the completions in the window,
+# not the table. date_bin buckets start at whole multiples of the bucket width.
+COMPLETIONS_SQL: Final = """
+SELECT date_bin(make_interval(secs => %(bucket)s), completed_at,
+                TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket_start,
+       job_type, count(*), count(DISTINCT user_id)
+FROM background_jobs
+WHERE status = 'completed' AND completed_at >= %(since)s
+GROUP BY 1, 2
+ORDER BY 1, 2
+"""
+
+# The same for one backfill source's fan-out jobs.
+SOURCE_COMPLETIONS_SQL: Final = """
+SELECT date_bin(make_interval(secs => %(bucket)s), completed_at,
+                TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket_start,
+       job_type, count(*), count(DISTINCT user_id)
+FROM background_jobs
+WHERE status = 'completed' AND completed_at >= %(since)s
+  AND job_type = 'projection.update' AND payload ->> 'source' = %(source)s
+GROUP BY 1, 2
+ORDER BY 1, 2
+"""
+
+DATABASE_NOW_SQL: Final = "SELECT statement_timestamp()"
+
+# One user's unsettled and given-up jobs (shown statuses): pending through
+# background_jobs_user_pending, processing and given-up through the small partial
+# indexes on those statuses.
+_USER_JOB_COLUMNS: Final = f"""id, job_type, {SHOWN_STATUS_SQL}, priority, attempt, max_retries,
+        payload, error_message, created_at, scheduled_for, locked_by, completed_at"""
+USER_JOBS_SQL: Final = f"""
+(SELECT {_USER_JOB_COLUMNS}
+ FROM background_jobs WHERE user_id = %(user_id)s AND status = 'pending'
+ ORDER BY id LIMIT %(limit)s)
+UNION ALL
+(SELECT {_USER_JOB_COLUMNS}
+ FROM background_jobs WHERE user_id = %(user_id)s AND status = 'processing'
+ ORDER BY id LIMIT %(limit)s)
+UNION ALL
+(SELECT {_USER_JOB_COLUMNS}
+ FROM background_jobs WHERE user_id = %(user_id)s AND status IN ('dead', 'failed')
+ ORDER BY id DESC LIMIT %(limit)s)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class JobCount:
+    job_type: str
+    status: str  # the shown status (retrying split from pending)
+    priority: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class GivenUpJob:
+    """A dead or failed job with its payload and last error."""
+
+    id: int
+    job_type: str
+    status: str
+    attempt: int
+    max_retries: int
+    error_message: str | None
+    payload: dict[str, Any]
+    user_id: UUID | None
+    created_at: datetime
+    died_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueOverview:
+    """Everything the dashboard's queue page shows, read in one go: counts by type, shown
+    status and priority, `stride jobs status`'s oldest due pending age and expired leases,
+    `stride workers`' report, and the latest given-up jobs with their payloads."""
+
+    counts: list[JobCount]
+    oldest_due_pending_seconds: float | None
+    expired_leases: int
+    workers: WorkersReport
+    given_up: list[GivenUpJob]
+    given_up_counts: list[tuple[str, str, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionBucket:
+    start: datetime
+    job_type: str
+    jobs: int
+    users: int  # distinct users among the bucket's jobs
+
+
+@dataclass(frozen=True, slots=True)
+class Completions:
+    """Completed jobs per bucket from `since` up to `observed_at` (the database's clock)."""
+
+    since: datetime
+    observed_at: datetime
+    bucket_seconds: float
+    buckets: list[CompletionBucket]
+
+
+@dataclass(frozen=True, slots=True)
+class UserJob:
+    id: int
+    job_type: str
+    status: str  # the shown status: pending, retrying, processing, dead or failed
+    priority: int
+    attempt: int
+    max_retries: int
+    payload: dict[str, Any]
+    error_message: str | None
+    created_at: datetime
+    scheduled_for: datetime
+    locked_by: str | None
+    completed_at: datetime | None
+
+
+def queue_overview(conn: DbConnection, *, given_up_limit: int = 50) -> QueueOverview:
+    """The queue page's reads (plain reads: no locks beyond what any SELECT takes)."""
+    counts = [
+        JobCount(r[0], r[1], int(r[2]), int(r[3])) for r in conn.execute(COUNTS_BY_PRIORITY_SQL)
+    ]
+    oldest = conn.execute(OLDEST_DUE_SQL).fetchone()
+    expired = conn.execute(EXPIRED_LEASES_SQL).fetchone()
+    given_up = [
+        GivenUpJob(*row) for row in conn.execute(GIVEN_UP_JOBS_SQL, {"limit": given_up_limit})
+    ]
+    given_up_counts = [(r[0], r[1], int(r[2])) for r in conn.execute(GIVEN_UP_COUNTS_SQL)]
+    return QueueOverview(
+        counts=counts,
+        oldest_due_pending_seconds=oldest[0] if oldest else None,
+        expired_leases=int(expired[0]) if expired else 0,
+        workers=workers_report(conn),
+        given_up=given_up,
+        given_up_counts=given_up_counts,
+    )
+
+
+def completions(
+    conn: DbConnection, since: datetime, bucket_seconds: float, *, source: str | None = None
+) -> Completions:
+    """Completed jobs per `bucket_seconds` since `since`, by job type (of one backfill source's
+    fan-out when `source` is given). Buckets after `observed_at - a few seconds` may still
+    grow: a transaction that completed jobs commits a moment after stamping them."""
+    now_row = conn.execute(DATABASE_NOW_SQL).fetchone()
+    assert now_row is not None
+    params = {"since": since, "bucket": float(bucket_seconds), "source": source}
+    query = COMPLETIONS_SQL if source is None else SOURCE_COMPLETIONS_SQL
+    buckets = [
+        CompletionBucket(r[0], r[1], int(r[2]), int(r[3])) for r in conn.execute(query, params)
+    ]
+    return Completions(since, now_row[0], float(bucket_seconds), buckets)
+
+
+def user_jobs(conn: DbConnection, user_id: UUID, *, limit: int = 50) -> list[UserJob]:
+    """A user's pending, processing, dead and failed jobs (up to `limit` of each)."""
+    rows = conn.execute(USER_JOBS_SQL, {"user_id": user_id, "limit": limit}).fetchall()
+    return [UserJob(*row) for row in rows]

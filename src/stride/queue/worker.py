@@ -128,11 +128,12 @@ class LeaseKeeper:
                     "`stride workers` will not list this worker"
                 )
                 self.presence = None
-            except (DatabaseConfigError, psycopg.OperationalError) as exc:
-                logger.warning("worker heartbeat failed error=%r", exc)
-                self._close()
-            except psycopg.Error as exc:
-                logger.warning("worker heartbeat failed error=%r", exc)
+            except (DatabaseConfigError, psycopg.Error) as exc:
+                # As for leases: only a broken session is replaced; the next beat retries.
+                lost = isinstance(exc, DatabaseConfigError) or connection_lost(self._conn)
+                logger.warning("worker heartbeat failed error=%r connection_lost=%s", exc, lost)
+                if lost:
+                    self._close()
 
     def heartbeat(self, jobs: Sequence[ClaimedJob]) -> bool:
         """Extend leases of `jobs` now; False when any of them is known to be lost."""

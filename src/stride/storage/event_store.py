@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from stride.domain.ids import new_uuid7
@@ -48,6 +50,29 @@ JOIN unnest(%(user_ids)s::uuid[], %(keys)s::text[]) AS k (user_id, idempotency_k
   ON e.user_id = k.user_id AND e.metadata ->> 'idempotency_key' = k.idempotency_key
 WHERE e.metadata ? 'idempotency_key'
 """
+
+
+# A user's latest events, newest first: the (user_id, …) prefix of
+# events_user_type_order finds the user's rows, then a top-N sort.
+SELECT_LATEST_EVENTS = """
+SELECT id, event_type, "timestamp", data, metadata, created_at
+FROM events
+WHERE user_id = %(user_id)s
+ORDER BY "timestamp" DESC, id DESC
+LIMIT %(limit)s
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as stored, metadata included (for operators; the folds read `Event`)."""
+
+    id: UUID
+    event_type: str
+    timestamp: datetime
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,3 +188,9 @@ def _stored_ids(conn: DbConnection, events: Sequence[ValidEvent]) -> dict[tuple[
         {"user_ids": [e.user_id for e in events], "keys": [e.idempotency_key for e in events]},
     ).fetchall()
     return {(row[0], row[1]): row[2] for row in rows}
+
+
+def latest_events(conn: DbConnection, user_id: UUID, limit: int = 20) -> list[StoredEvent]:
+    """A user's `limit` latest events by timestamp (then id), newest first."""
+    rows = conn.execute(SELECT_LATEST_EVENTS, {"user_id": user_id, "limit": limit}).fetchall()
+    return [StoredEvent(*row) for row in rows]

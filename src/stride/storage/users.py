@@ -23,6 +23,13 @@ LIMIT %(limit)s
 """
 
 
+SELECT_USER = """
+SELECT u.id, u.created_at, (SELECT count(*) FROM events e WHERE e.user_id = u.id)
+FROM users u
+WHERE u.id = %(user_id)s
+"""
+
+
 class DuplicateUserError(ValueError):
     """`add_user` was given an id that already exists."""
 
@@ -56,6 +63,12 @@ def list_users(conn: DbConnection, limit: int = 20) -> list[UserRow]:
     """
     rows = conn.execute(SELECT_USERS, {"limit": limit}).fetchall()
     return [UserRow(row[0], row[1], row[2]) for row in rows]
+
+
+def find_user(conn: DbConnection, user_id: UUID) -> UserRow | None:
+    """One user with their event count, or None when there is no such user."""
+    row = conn.execute(SELECT_USER, {"user_id": user_id}).fetchone()
+    return UserRow(row[0], row[1], row[2]) if row else None
 
 
 def known_users(conn: DbConnection, user_ids: Iterable[UUID]) -> set[UUID]:

@@ -1,6 +1,6 @@
 """Benchmark: the HTTP API (`stride serve`) at fixed offered rates, from separate processes.
 
-    python bench/http.py [--server postgresql://postgres@127.0.0.1:5432/postgres]
+    python bench/http_api.py [--server postgresql://postgres@127.0.0.1:5432/postgres]
                          [--duration 15] [--server-workers 1] [--load-processes 1]
 
 A scratch database gets users, one token each and their projections (events

@@ -1,0 +1,1 @@
+"""The operator dashboard, served by `stride serve` at /admin (see routes.install)."""
