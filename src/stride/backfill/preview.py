@@ -58,9 +58,9 @@ NONE: Final = "(none)"  # no stored projection, or no value in it
 # user's stored rows and events come from one snapshot; no JIT (it would spend
 # about a second compiling each batch's event query, several times what the
 # query takes) and no parallel workers (a preview leaves a busy server's cores
-# to its traffic); enough work_mem for the daily collapse of a batch's
-# set.logged events to sort in memory (about 5 MB per 1,000 demo users)
-# rather than spill to disk.
+# to its traffic); work_mem enough for a batch's largest sort or hash (a
+# plan without the events index's order sorts about 5 MB per 1,000 demo
+# users) to stay in memory rather than spill to disk.
 BATCH_TRANSACTION = (
     "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; "
     "SET LOCAL jit = off; "
