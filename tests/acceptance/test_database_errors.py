@@ -10,66 +10,36 @@ checked) no longer blocks the queue.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from tests.acceptance.harness_process import WorkerProcess
 from tests.conftest import wait_until
 from tests.populations import NOW, make_population
 
 from stride.backfill.trigger import trigger_backfill
 from stride.queue.jobs import NewJob, enqueue, enqueue_many
 
-HARNESS = Path(__file__).with_name("worker_harness.py")
 Conn = psycopg.Connection[Any]
 # What the queue must never do for these errors.
 CONNECTION_LOST_WORDS = ("connection lost", "reconnect", "runner_error")
 
 
-class HarnessWorker:
-    def __init__(self, database_url: str, log: Path, *options: str) -> None:
-        self.log = log
-        self._stderr = log.open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, str(HARNESS), "--database-url", database_url, *options],
-            stdout=subprocess.DEVNULL,
-            stderr=self._stderr,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        wait_until(lambda: "ready" in self.output() or self.process.poll() is not None)
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self._stderr.close()
-
-
 @pytest.fixture
-def start_worker(database_url: str, tmp_path: Path) -> Iterator[Callable[..., HarnessWorker]]:
-    started: list[HarnessWorker] = []
+def start_worker(database_url: str, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
 
-    def start(*options: str) -> HarnessWorker:
-        worker = HarnessWorker(database_url, tmp_path / f"worker-{len(started)}.log", *options)
+    def start(*options: str) -> WorkerProcess:
+        worker = WorkerProcess(database_url, tmp_path / f"worker-{len(started)}.log", *options)
         started.append(worker)
         return worker
 
     yield start
     for worker in started:
-        worker.close()
+        worker.close(graceful=True)
 
 
 def statuses(conn: Conn, job_type: str) -> dict[str, int]:
@@ -86,7 +56,7 @@ def statuses(conn: Conn, job_type: str) -> dict[str, int]:
     [("unique", "UniqueViolation"), ("index_row", "ProgramLimitExceeded")],
 )
 def test_a_handler_database_error_is_retried_with_backoff_then_dead_while_work_flows(
-    start_worker: Callable[..., HarnessWorker], conn: Conn, error: str, expected: str
+    start_worker: Callable[..., WorkerProcess], conn: Conn, error: str, expected: str
 ) -> None:
     poison = enqueue(conn, NewJob("db_error", {"error": error}, max_retries=3)).job_id
     worker = start_worker("--retry-base", "0.2", "--batch-size", "5")
@@ -117,7 +87,7 @@ def test_a_handler_database_error_is_retried_with_backoff_then_dead_while_work_f
 
 
 def test_a_controller_whose_source_overflows_its_keys_ends_dead_without_blocking_the_queue(
-    start_worker: Callable[..., HarnessWorker], conn: Conn
+    start_worker: Callable[..., WorkerProcess], conn: Conn
 ) -> None:
     users = make_population(conn, 40)
     # As if triggered before labels were checked: a 2,650-character source

@@ -2,52 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from tests.acceptance.harness_process import WorkerProcess
 from tests.conftest import wait_until
 
 from stride.queue.jobs import NewJob, enqueue, enqueue_many
 
-HARNESS = Path(__file__).with_name("worker_harness.py")
 Conn = psycopg.Connection[Any]
-
-
-class WorkerProcess:
-    """A harness worker process whose stderr goes to a file the test can read."""
-
-    def __init__(self, database_url: str, log: Path, *options: str) -> None:
-        self.log = log
-        self._stderr = log.open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, str(HARNESS), "--database-url", database_url, *options],
-            stdout=subprocess.DEVNULL,
-            stderr=self._stderr,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        wait_until(lambda: "ready" in self.output() or self.process.poll() is not None)
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def signal(self, signum: int) -> None:
-        self.process.send_signal(signum)
-
-    def wait(self, timeout: float = 30) -> int:
-        return self.process.wait(timeout)
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self._stderr.close()
 
 
 StartWorker = Callable[..., WorkerProcess]
