@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from typing import Annotated
@@ -19,6 +20,20 @@ logger = logging.getLogger("stride.cli.worker")
 
 SCHEMA_CHECK_SQL = "SELECT 1 FROM background_jobs LIMIT 0"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+# The cyclic garbage collector's thresholds in a worker process. A batch
+# allocates tens of thousands of short-lived containers (job payloads, events
+# and their data, the documents written) and none of them form cycles, yet with
+# the defaults (700, 10, 10) the collector ran dozens of times per batch. The
+# objects alive when the worker starts (modules, the registry) are also frozen
+# out of every collection.
+WORKER_GC_THRESHOLDS = (50_000, 50, 100)
+
+
+def tune_gc_for_worker() -> None:
+    """Collect garbage rarely: for a process that runs batches and nothing else."""
+    gc.freeze()
+    gc.set_threshold(*WORKER_GC_THRESHOLDS)
 
 
 def product_registry() -> HandlerRegistry:
@@ -120,4 +135,5 @@ def worker_command(
             job_types=types,
             prune_completed_after=retention,
         )
+        tune_gc_for_worker()
         worker.run(once=once)
