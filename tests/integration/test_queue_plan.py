@@ -9,7 +9,14 @@ from typing import Any
 import psycopg
 import pytest
 
-from stride.queue.jobs import CLAIM_SQL, CLAIM_TYPES_SQL, NewJob, claim_due_jobs, complete, enqueue
+from stride.queue.jobs import (
+    COMPLETE_SQL,
+    NewJob,
+    claim_due_jobs,
+    complete,
+    complete_many,
+    enqueue,
+)
 from stride.storage.queries import load_queries
 
 Conn = psycopg.Connection[Any]
@@ -43,24 +50,86 @@ def _plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _plan_nodes(child)
 
 
-@pytest.mark.parametrize("with_types", [False, True], ids=["all-types", "some-types"])
-def test_claim_query_uses_an_index_not_a_seq_scan(conn: Conn, with_types: bool) -> None:
-    conn.execute(POPULATE)
-    conn.execute("ANALYZE background_jobs")
-    conn.execute("SET enable_seqscan = on")
-    params: dict[str, Any] = {"worker_id": "w", "lease_seconds": 30.0, "batch_size": 100}
-    if with_types:
-        params["job_types"] = ["projection.update"]
+def _claim_ids_plan(conn: Conn, job_types: list[str] | None) -> list[dict[str, Any]]:
+    """The plan of stride_claimable_jobs' own query, as the function runs it: its SET
+    options applied, planned generically (a SQL function's parameters are unknown)."""
+    body, config = conn.execute(
+        "SELECT prosrc, proconfig FROM pg_proc WHERE proname = 'stride_claimable_jobs'"
+    ).fetchone()  # type: ignore[misc]
     with conn.transaction(force_rollback=True):
-        row = conn.execute(
-            "EXPLAIN (FORMAT JSON) " + (CLAIM_TYPES_SQL if with_types else CLAIM_SQL), params
-        ).fetchone()
+        for setting in config:
+            name, value = setting.split("=", 1)
+            conn.execute("SELECT set_config(%s::text, %s::text, true)", (name, value))
+        conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        # The simple query protocol: the extended one would take the body's $1 for its own.
+        psycopg.ClientCursor(conn).execute(f"PREPARE claimable (integer, text[]) AS {body}")
+        try:
+            # Interpolated by the client: EXPLAIN takes no protocol parameters.
+            row = (
+                psycopg.ClientCursor(conn)
+                .execute("EXPLAIN (FORMAT JSON) EXECUTE claimable(100, %s::text[])", (job_types,))
+                .fetchone()
+            )
+        finally:
+            conn.execute("DEALLOCATE claimable")
     assert row is not None
     document = row[0] if isinstance(row[0], list) else json.loads(row[0])
-    nodes = list(_plan_nodes(document[0]["Plan"]))
+    return list(_plan_nodes(document[0]["Plan"]))
+
+
+@pytest.mark.parametrize("job_types", [None, ["projection.update"]], ids=["all", "some"])
+@pytest.mark.parametrize("statistics", ["current", "stale"])
+def test_claim_walks_the_claim_index_in_order(
+    conn: Conn, job_types: list[str] | None, statistics: str
+) -> None:
+    """Whatever the statistics say, a claim reads due jobs in the claim index's order and
+    stops at the batch size: no sequential scan, no sort of every pending job. "stale":
+    analyzed while empty, as a queue is right after a fan-out fills it."""
+    if statistics == "stale":
+        conn.execute("ANALYZE background_jobs")
+    conn.execute(POPULATE)
+    if statistics == "current":
+        conn.execute("ANALYZE background_jobs")
+    nodes = _claim_ids_plan(conn, job_types)
+    kinds = [n["Node Type"] for n in nodes]
     scans = [(n["Node Type"], n.get("Index Name")) for n in nodes if "Scan" in n["Node Type"]]
-    assert not [n for n in nodes if n["Node Type"] == "Seq Scan"], scans
-    assert ("Index Scan", "background_jobs_claim") in scans, scans
+    assert scans == [("Index Scan", "background_jobs_claim")], kinds
+    assert "Sort" not in kinds, kinds
+    # And the claim itself takes the due jobs in that order.
+    due = [
+        r[0]
+        for r in conn.execute(
+            "SELECT id FROM background_jobs WHERE status = 'pending' AND scheduled_for <= now()"
+            " AND (%(types)s::text[] IS NULL OR job_type = ANY(%(types)s::text[]))"
+            " ORDER BY priority DESC, scheduled_for, id LIMIT 100",
+            {"types": job_types},
+        )
+    ]
+    claimed = claim_due_jobs(conn, "w", 100, 30.0, job_types)
+    assert [j.id for j in claimed] == due
+
+
+def test_completing_a_batch_finds_its_jobs_by_primary_key(conn: Conn) -> None:
+    """The fence is looked up per row, never a join that re-reads the batch for each job
+    (a quadratic nested loop under statistics that expect one processing job)."""
+    conn.execute("ANALYZE background_jobs")  # stale: empty
+    conn.execute(POPULATE)
+    claimed = claim_due_jobs(conn, "w2", 500, 30.0)
+    params = {
+        "ids": [j.id for j in claimed],
+        "fence": json.dumps({str(j.id): j.attempt for j in claimed}),
+        "owner": "w2",
+    }
+    with conn.transaction(force_rollback=True):
+        row = conn.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + COMPLETE_SQL, params, prepare=False
+        ).fetchone()
+    assert row is not None
+    nodes = list(_plan_nodes(row[0][0]["Plan"]))
+    kinds = [n["Node Type"] for n in nodes]
+    assert "Nested Loop" not in kinds and "Function Scan" not in kinds, kinds
+    assert nodes[0]["Actual Rows"] == len(claimed) == 500
+    assert complete_many(conn, claimed) == {j.id for j in claimed}
 
 
 def test_claims_on_an_empty_queue_leave_no_cached_plan_behind(conn: Conn) -> None:

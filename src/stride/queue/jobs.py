@@ -18,7 +18,6 @@ knows retrying cannot help has it end `failed` at once (`mark_failed`).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import operator
 import random
@@ -31,7 +30,6 @@ from uuid import UUID
 
 import orjson
 from psycopg import Cursor, errors, sql
-from psycopg.pq import TransactionStatus
 from psycopg.rows import RowMaker
 from psycopg.types.json import Jsonb
 
@@ -295,38 +293,24 @@ def enqueue_from_query(
 
 # --- claim -----------------------------------------------------------------------------------
 
-# FOR UPDATE SKIP LOCKED: concurrent workers each lock a disjoint set of due rows
-# without waiting on one another; the locks last only for this statement's
+# stride_claimable_jobs (migration 0014) picks the ids: due pending jobs in
+# claim order, FOR UPDATE SKIP LOCKED, so concurrent workers each lock a disjoint
+# set without waiting on one another; the locks last only for this statement's
 # transaction, after which status = 'processing' keeps other claimers away. The
 # ids come from an ARRAY(...) init plan, evaluated exactly once (a semi-join could
-# re-run a LIMIT subquery), and the outer UPDATE finds them by primary key. The
-# inner scan walks background_jobs_claim in its order. RETURNING names the
-# fields of ClaimedJob.
-_CLAIM_TEMPLATE = """
+# re-run a LIMIT subquery), and the UPDATE finds them by primary key. RETURNING
+# names the fields of ClaimedJob.
+CLAIM_SQL: Final = """
 UPDATE background_jobs
 SET status = 'processing',
     attempt = attempt + 1,
     started_at = clock_timestamp(),
     locked_by = %(worker_id)s,
     locked_until = clock_timestamp() + make_interval(secs => %(lease_seconds)s)
-WHERE id = ANY(ARRAY(
-    SELECT id FROM background_jobs
-    WHERE status = 'pending' AND scheduled_for <= now(){type_filter}
-    ORDER BY priority DESC, scheduled_for, id
-    LIMIT %(batch_size)s
-    FOR UPDATE SKIP LOCKED
-))
+WHERE id = ANY(ARRAY(SELECT stride_claimable_jobs(%(batch_size)s, %(job_types)s::text[])))
 RETURNING id, job_type, payload, user_id, priority, attempt, max_retries, locked_by,
           locked_until, dedup_key, scheduled_for, created_at, error_message
 """
-CLAIM_SQL: Final = _CLAIM_TEMPLATE.format(type_filter="")
-CLAIM_TYPES_SQL: Final = _CLAIM_TEMPLATE.format(
-    type_filter=" AND job_type = ANY(%(job_types)s::text[])"
-)
-# Set for the claim's transaction (claim_due_jobs says why). Called inside a
-# transaction of the caller's, it stays off until that one ends: it only steers
-# the planner, never what a query returns.
-CLAIM_PLANNER: Final = "SET LOCAL enable_sort = off"
 
 
 def claim_due_jobs(
@@ -341,10 +325,8 @@ def claim_due_jobs(
         "worker_id": worker_id,
         "lease_seconds": float(lease_seconds),
         "batch_size": batch_size,
+        "job_types": None if job_types is None else list(job_types),
     }
-    if job_types is not None:
-        params["job_types"] = list(job_types)
-    statement = CLAIM_TYPES_SQL if job_types is not None else CLAIM_SQL
     # Never a prepared statement (prepare=False): planned afresh on every claim
     # (well under a millisecond). Prepared, the driver's fifth execution made it
     # a server-side statement, and PostgreSQL then kept a generic plan built
@@ -354,21 +336,9 @@ def claim_due_jobs(
     # session lived — nothing invalidates it until the table is analyzed again.
     # That made one 100k backfill run 3-4x slower than the next, depending on
     # whether a runner had claimed five times before the fan-out filled the table.
-    #
-    # And walked in index order whatever the statistics say (CLAIM_PLANNER): the
-    # planner otherwise trusts a row estimate taken before the fan-out filled the
-    # queue (46 pending jobs, with 13,600 there) and picks a bitmap scan of every
-    # pending job plus a sort, 18 of a claim's 27 ms at 10k users and growing
-    # with the backlog. A claim never needs a sort: the claim index is its order.
-    # SET LOCAL needs a transaction: in autocommit mode outside one, the claim gets
-    # a transaction of its own (the one its single statement had anyway).
-    own_transaction = conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE
-    with (
-        conn.transaction() if own_transaction else contextlib.nullcontext(),
-        conn.cursor(row_factory=claimed_job_row) as cursor,
-    ):
-        conn.execute(CLAIM_PLANNER)
-        jobs = cursor.execute(statement, params, prepare=False).fetchall()
+    # (The ids' own query has a fixed plan, see stride_claimable_jobs.)
+    with conn.cursor(row_factory=claimed_job_row) as cursor:
+        jobs = cursor.execute(CLAIM_SQL, params, prepare=False).fetchall()
     # RETURNING follows no order; hand jobs out in claim order.
     jobs.sort(key=lambda j: (-j.priority, j.scheduled_for, j.id))
     return jobs
