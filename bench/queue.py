@@ -410,7 +410,8 @@ def main(argv: list[str]) -> int:
     print(
         f"\nmedians of {args.runs} runs, {args.jobs} jobs drained, {args.single} single enqueues "
         f"(stride-batch: batch handler, batch {STRIDE_VARIANTS['stride-batch'][1]}; "
-        f"stride-single: one transaction per job, batch {STRIDE_VARIANTS['stride-single'][1]}; "
+        "stride-single: single-job handler, first attempts sharing transactions, "
+        f"batch {STRIDE_VARIANTS['stride-single'][1]}; "
         f"pgqueuer batch {PGQUEUER_BATCH}; procrastinate concurrency {PROCRASTINATE_CONCURRENCY})"
     )
     print(f"{'library':14} {'enqueue 1/s':>12} {'enqueue bulk/s':>15} {'worker jobs/s':>14}")

@@ -112,6 +112,80 @@ def test_handler_writes_and_completion_commit_together(database_url: str, effect
     assert sorted(r[0] for r in effects.execute("SELECT job_id FROM effects")) == [ok, flaky]
 
 
+TXID_EFFECTS = "CREATE TABLE effects (job_id bigint NOT NULL, txid bigint NOT NULL)"
+
+
+def record_txid(ctx: JobContext) -> None:
+    ctx.conn.execute("INSERT INTO effects VALUES (%s, txid_current())", (ctx.job.id,))
+
+
+def txids(conn: Conn) -> dict[int, int]:
+    return dict(conn.execute("SELECT job_id, txid FROM effects").fetchall())
+
+
+def test_single_jobs_share_a_transaction_and_a_retried_job_runs_alone(
+    database_url: str, conn: Conn
+) -> None:
+    conn.execute(TXID_EFFECTS)
+    registry = HandlerRegistry()
+
+    def handle(ctx: JobContext) -> None:
+        record_txid(ctx)
+        if ctx.job.payload.get("fail") and ctx.job.attempt == 1:
+            raise RuntimeError("first attempt fails after writing")
+
+    registry.register("t", handle)
+    first = [enqueue(conn, NewJob("t", {})).job_id for _ in range(4)]
+    flaky = enqueue(conn, NewJob("t", {"fail": True})).job_id
+    Worker(database_url, registry, retry_policy=FAST_RETRY).run(once=True)
+    seen = txids(conn)
+    # One commit for the four, the flaky job's write rolled back to its savepoint.
+    assert set(seen) == set(first) and len(set(seen.values())) == 1
+    assert job_row(conn, flaky) == ("pending", 1, "RuntimeError: first attempt fails after writing")
+    wait_until(lambda: all_due(conn), what="backoff over")
+    later = [enqueue(conn, NewJob("t", {})).job_id for _ in range(2)]
+    Worker(database_url, registry, retry_policy=FAST_RETRY).run(once=True)
+    seen = txids(conn)
+    assert job_row(conn, flaky)[:2] == ("completed", 2)
+    # The retried job committed alone; the two first attempts shared another commit.
+    assert seen[later[0]] == seen[later[1]] != seen[flaky]
+    assert seen[flaky] not in {seen[j] for j in first}
+    assert statuses(conn) == {"completed": 7}
+
+
+def test_a_lost_lease_commits_nothing_of_its_shared_transaction(
+    database_url: str, conn: Conn
+) -> None:
+    """One job's lease taken over mid-transaction: none of the transaction's writes
+    commit; the jobs run again one at a time, and only the stolen one stays unwritten."""
+    conn.execute(TXID_EFFECTS)
+    registry = HandlerRegistry()
+    runs: Counter[int] = Counter()
+    stolen: list[int] = []
+
+    def handle(ctx: JobContext) -> None:
+        runs[ctx.job.id] += 1
+        record_txid(ctx)
+        if ctx.job.payload.get("steal") and not stolen:
+            stolen.append(ctx.job.id)
+            with psycopg.connect(database_url, autocommit=True) as thief:
+                thief.execute(
+                    "UPDATE background_jobs SET locked_by = 'thief', attempt = attempt + 1 "
+                    "WHERE id = %s",
+                    (ctx.job.id,),
+                )
+
+    registry.register("t", handle)
+    jobs = [enqueue(conn, NewJob("t", {"steal": n == 2})).job_id for n in range(5)]
+    Worker(database_url, registry, retry_policy=FAST_RETRY).run(once=True)
+    seen = txids(conn)
+    assert sorted(seen) == sorted(j for j in jobs if j not in stolen)
+    assert len(set(seen.values())) == len(seen)  # each in a transaction of its own
+    assert all(runs[j] == 2 for j in jobs)  # once shared (rolled back), once alone
+    assert job_row(conn, stolen[0])[0] == "processing"  # the thief's now
+    assert statuses(conn) == {"completed": 4, "processing": 1}
+
+
 def test_poison_job_ends_dead_after_max_retries_with_its_error(
     start_worker: WorkerStarter, conn: Conn
 ) -> None:

@@ -2,8 +2,9 @@
 
 A single-job handler gets a `JobContext`, a batch handler a `BatchContext` with
 many jobs of one type; either runs inside the transaction that completes its
-jobs, and either may defer a job instead (back to pending later, no attempt
-spent), which is how a long piece of work runs as short steps. Raising an
+jobs (a single job's possibly shared with the jobs next to it, its writes in a
+savepoint of their own), and either may defer a job instead (back to pending
+later, no attempt spent), which is how a long piece of work runs as short steps. Raising an
 exception retries the job with backoff (then `dead`); raising
 `PermanentJobError` ends it `failed` at once, `JobCancelledError` `cancelled`.
 """
@@ -29,14 +30,29 @@ class JobCancelledError(Exception):
 
 @dataclass(slots=True)
 class JobContext:
-    """What a single-job handler gets: its job and the connection inside its transaction."""
+    """What a single-job handler gets: its job and the connection inside its transaction.
 
-    conn: DbConnection
+    The runner may run several jobs' handlers in one transaction, each job's
+    writes in a savepoint of its own; `first_use` opens that savepoint when the
+    handler first asks for `conn`, so a handler that never touches the database
+    costs no round trip for it.
+    """
+
+    _conn: DbConnection = field(repr=False)
     job: ClaimedJob
     worker_id: str
     database_url: str
     _heartbeat: Heartbeat = field(repr=False)
     deferred: float | None = None
+    _first_use: Callable[[], None] | None = field(default=None, repr=False)
+
+    @property
+    def conn(self) -> DbConnection:
+        """The connection, inside the transaction that completes this job."""
+        if self._first_use is not None:
+            first_use, self._first_use = self._first_use, None
+            first_use()
+        return self._conn
 
     def defer(self, seconds: float) -> None:
         """Put the job back to pending after `seconds` (its writes still commit), no attempt spent.

@@ -9,6 +9,11 @@ and `apply_settlement` writes that in at most two fenced statements. A unit
 that fails is retried one job at a time; a single job that fails is retried
 with backoff, or ends `failed` when its handler raised `PermanentJobError`.
 
+Single jobs on their first attempt share a transaction with their neighbours
+for up to SHARED_TRANSACTION_SECONDS, each in a savepoint of its own, and
+complete together (`Runner._run_shared` states what that promises); a retried
+job runs alone.
+
 Errors are told apart by whether the runner's session survived them
 (sessions.connection_lost): a broken session is reconnected and the jobs in
 hand recovered on the new one; any other database error is the job's. A lock
@@ -166,6 +171,23 @@ def group_by_type_and_priority(
     for job in jobs:
         groups.setdefault((job.job_type, job.priority), []).append(job)
     return groups
+
+
+# Single-job handlers share transactions: consecutive first-attempt jobs of one
+# type and priority run in one transaction for up to this long, each job's
+# writes in a savepoint of its own (opened when its handler first uses the
+# connection), and all of them complete in one fenced statement at the end. A
+# job's writes still commit only together with its completion; what is shared
+# is the commit. See `Runner._run_shared`.
+SHARED_TRANSACTION_SECONDS = 0.05
+SAVEPOINT_SQL = "SAVEPOINT stride_job"
+ROLLBACK_TO_SAVEPOINT_SQL = "ROLLBACK TO SAVEPOINT stride_job"
+
+
+def shares_transactions(registration: Registration) -> bool:
+    """Whether a type's jobs may share a transaction (single-job handlers without user locks:
+    a user lock would then be held for the whole shared transaction)."""
+    return not registration.batch and not registration.serialize_by_user
 
 
 def units_of(registration: Registration | None, group: list[ClaimedJob]) -> list[list[ClaimedJob]]:
@@ -346,8 +368,12 @@ class Runner:
         claimed_at = time.monotonic()
         for (job_type, _), group in group_by_type_and_priority(claimed).items():
             registration = self.registry.get(job_type)
+            if registration is not None and shares_transactions(registration):
+                if not self._run_singles(registration, group, claimed_at):
+                    return
+                continue
             for unit in units_of(registration, group):
-                if self.supervisor.stopping or time.monotonic() - claimed_at > self.hand_back_after:
+                if self._must_hand_back(claimed_at):
                     self._hand_back(self.in_hand)
                     return
                 if registration is None:
@@ -366,6 +392,142 @@ class Runner:
         outcome = "dead" if mark_dead(self.conn, job, reason) else "lost"
         self._finished([job])
         self._record(job, 0.0, outcome)
+
+    def _must_hand_back(self, claimed_at: float) -> bool:
+        return self.supervisor.stopping or time.monotonic() - claimed_at > self.hand_back_after
+
+    # --- single jobs, sharing transactions -----------------------------------------------------
+
+    def _run_singles(
+        self, registration: Registration, group: list[ClaimedJob], claimed_at: float
+    ) -> bool:
+        """Run a group of single jobs, sharing transactions where that is safe.
+
+        A job on a retry (attempt > 1) runs in a transaction of its own: had it
+        killed its worker last time, it would otherwise take its neighbours'
+        attempts down with it again. False when the rest was handed back.
+        """
+        rest = group
+        while rest:
+            if self._must_hand_back(claimed_at):
+                self._hand_back(self.in_hand)
+                return False
+            if rest[0].attempt > 1 or len(rest) == 1:
+                self._run_unit(registration, rest[:1])
+                rest = rest[1:]
+            else:
+                rest = rest[self._run_shared(registration, rest, claimed_at) :]
+        return True
+
+    def _run_shared(
+        self, registration: Registration, jobs: list[ClaimedJob], claimed_at: float
+    ) -> int:
+        """Run jobs from the front of `jobs` in one transaction; returns how many it took.
+
+        What is promised, job by job, is what a transaction of its own gives:
+        - its writes commit only together with its completion, which is fenced
+          by its lease (id, attempt, owner); if any lease of the transaction was
+          lost, nothing of it commits, and its jobs run again one at a time,
+          each in a transaction of its own;
+        - a handler that raises has its writes rolled back to its savepoint, and
+          its failure (retry, failed, cancelled, dead) commits with the rest.
+        What changes: its writes become visible at the shared commit, at most
+        SHARED_TRANSACTION_SECONDS (plus the last handler's run) after they
+        were made; and a worker that dies before that commit loses the whole
+        transaction's work, each of its jobs reclaimed after its lease with an
+        attempt spent (then run alone, as a retry).
+        """
+        assert self.conn is not None
+        conn = self.conn
+        taken: list[ClaimedJob] = []
+        outcomes: dict[int, tuple[str, float]] = {}  # job id -> (outcome, seconds)
+        complete: list[ClaimedJob] = []
+        defer: list[tuple[ClaimedJob, float]] = []
+        try:
+            with conn.transaction():
+                deadline = time.monotonic() + SHARED_TRANSACTION_SECONDS
+                for job in jobs:
+                    if taken and (
+                        job.attempt > 1
+                        or time.monotonic() > deadline
+                        or self._must_hand_back(claimed_at)
+                    ):
+                        break
+                    taken.append(job)
+                    self.running.add(job.id)
+                    started = time.perf_counter()
+                    outcome, delay = self._run_in_savepoint(registration, job)
+                    if outcome == "completed":
+                        complete.append(job)
+                    elif outcome == "deferred":
+                        defer.append((job, delay))
+                    outcomes[job.id] = (outcome, time.perf_counter() - started)
+                apply_settlement(conn, SettlePlan(complete, defer))
+        except Exception as exc:
+            if self._broken():
+                raise ConnectionLostError from exc
+            self.running.difference_update(j.id for j in taken)
+            logger.warning(
+                "shared_transaction_failed job_type=%s jobs=%d error=%s: "
+                "running them one at a time",
+                registration.job_type,
+                len(taken),
+                "lease lost" if isinstance(exc, LeaseLostError) else describe_error(exc),
+                exc_info=not isinstance(exc, LeaseLostError),
+            )
+            for index, job in enumerate(taken):
+                if self.supervisor.stopping:
+                    self._hand_back(taken[index:])
+                    break
+                self._run_unit(registration, [job])
+            return len(taken)
+        self.running.difference_update(j.id for j in taken)
+        self._finished(taken)
+        for job in taken:
+            outcome, seconds = outcomes[job.id]
+            self._record(job, seconds, outcome)
+        return len(taken)
+
+    def _run_in_savepoint(self, registration: Registration, job: ClaimedJob) -> tuple[str, float]:
+        """Run one job's handler in the shared transaction; (outcome, defer delay).
+
+        "completed" and "deferred" are settled by the caller with the others; a
+        failure is written here, after rolling the job's writes back.
+        """
+        assert self.conn is not None
+        conn = self.conn
+        savepoint = False
+
+        def open_savepoint() -> None:
+            nonlocal savepoint
+            conn.execute(SAVEPOINT_SQL)
+            savepoint = True
+
+        s = self.settings
+        context = JobContext(
+            conn, job, s.worker_id, s.database_url, self._heartbeat, _first_use=open_savepoint
+        )
+        try:
+            with metrics.HANDLER_DURATION.labels(registration.job_type).time():
+                registration.handler(context)
+        except Exception as exc:
+            if self._broken():
+                raise
+            if savepoint:
+                conn.execute(ROLLBACK_TO_SAVEPOINT_SQL)
+            if isinstance(exc, psycopg.errors.LockNotAvailable):
+                logger.warning(
+                    "lock_wait_timeout job_type=%s job_id=%d error=%s: again in ~%.1fs",
+                    job.job_type,
+                    job.id,
+                    describe_error(exc),
+                    s.lock_wait_delay,
+                )
+                return "deferred", s.lock_wait_delay * (0.5 + self.rng.random())
+            return self._write_failure(job, exc), 0.0
+        if context.deferred is not None:
+            return "deferred", context.deferred
+        return "completed", 0.0
 
     # --- one unit, one transaction -------------------------------------------------------------
 
@@ -492,6 +654,12 @@ class Runner:
 
     def _settle_failure(self, job: ClaimedJob, exc: Exception, duration_s: float) -> None:
         """Why one job's transaction failed: lost lease, cancelled, permanent failure, retry."""
+        outcome = self._write_failure(job, exc)
+        self._finished([job])
+        self._record(job, duration_s, outcome)
+
+    def _write_failure(self, job: ClaimedJob, exc: Exception) -> str:
+        """Write what a job's failure means for it; the outcome ("lost" when no longer ours)."""
         assert self.conn is not None
         if isinstance(exc, LeaseLostError):
             outcome = "lost"
@@ -519,8 +687,7 @@ class Runner:
             outcome = fail(
                 self.conn, job, describe_error(exc), policy=self.settings.retry_policy
             ).value
-        self._finished([job])
-        self._record(job, duration_s, outcome)
+        return outcome
 
     # --- accounting ------------------------------------------------------------------------------
 
