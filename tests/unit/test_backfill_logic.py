@@ -148,12 +148,22 @@ def test_durations_and_rates_read_well() -> None:
 
 @pytest.mark.parametrize(
     ("max_rate", "users"),
-    [(None, DEFAULT_CHUNK_USERS), (250, 500), (0.1, 1), (1e9, DEFAULT_CHUNK_USERS)],
+    [(250, 500), (0.1, 1), (1e9, DEFAULT_CHUNK_USERS)],
 )
 def test_a_throttled_step_holds_about_two_seconds_of_work(
     max_rate: float | None, users: int
 ) -> None:
     assert step_chunk_users(max_rate) == users
+    assert step_chunk_users(max_rate, start=40_001) == users
+
+
+def test_unthrottled_steps_ramp_up_to_the_full_chunk() -> None:
+    start, sizes = 1, []
+    while start <= 20_000:
+        sizes.append(step_chunk_users(None, start))
+        start += sizes[-1]
+    assert sizes == [500, 500, 1000, 2000, 4000, 5000, 5000, 5000]
+    assert step_chunk_users(None, 1_000_001) == DEFAULT_CHUNK_USERS
 
 
 def test_the_controller_comes_back_just_before_its_scheduled_work_runs_out() -> None:

@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 
 # An unthrottled step: 5,000 users (about 15,000 jobs) in about half a second.
 DEFAULT_CHUNK_USERS = 5000
+# ...after a ramp: the first step fans out this many users and each next one as
+# many as all the steps before it (500, 500, 1,000, 2,000, 4,000, then 5,000 a
+# step), so workers get their first jobs after ~40 ms instead of waiting
+# ~370 ms for a full chunk.
+FIRST_CHUNK_USERS = 500
 # A throttled step enqueues about this many seconds of work...
 THROTTLED_STEP_SECONDS = 2.0
 # ...and the next step runs this long before that work's last job is due, so
@@ -163,10 +168,11 @@ class FanOutStep:
     next_step_in: float  # seconds until the next step is due (when not done)
 
 
-def step_chunk_users(max_rate: float | None) -> int:
-    """Users per step: a fixed chunk, or about THROTTLED_STEP_SECONDS of work under max_rate."""
+def step_chunk_users(max_rate: float | None, start: int = 1) -> int:
+    """Users in the step that begins at snapshot position `start` (1-based): ramping up to a
+    fixed chunk, or about THROTTLED_STEP_SECONDS of work under max_rate."""
     if max_rate is None:
-        return DEFAULT_CHUNK_USERS
+        return min(DEFAULT_CHUNK_USERS, max(FIRST_CHUNK_USERS, start - 1))
     return max(1, min(DEFAULT_CHUNK_USERS, math.ceil(max_rate * THROTTLED_STEP_SECONDS)))
 
 
@@ -191,7 +197,7 @@ def fan_out_step(conn: DbConnection, job_id: int, *, chunk_users: int | None = N
         source, snapshot_id, users_total, start, max_rate, cancel_requested, due_at = row
         if cancel_requested or start > users_total:
             return FanOutStep(start, 0, 0, users_total, cancel_requested, not cancel_requested, 0)
-        stop = min(start + (chunk_users or step_chunk_users(max_rate)), users_total + 1)
+        stop = min(start + (chunk_users or step_chunk_users(max_rate, start)), users_total + 1)
         params: dict[str, Any] = {
             "snapshot_id": snapshot_id,
             "start": start,
