@@ -15,6 +15,10 @@ suspects when one run is much slower than the others. With `--runs N` each run
 is printed and then the median of every figure, with each run's time to full
 coverage as a ratio of that median.
 
+`--watch` adds an operator watching the run the way `stride backfill status
+--wait` does (polling its progress until it drains), which costs the database
+the run is using.
+
 `--db-tag TAG` gives the scratch database a name of its own (cloned from the
 untagged one when that exists): for A/B runs of two branches whose migrations
 differ, so that one branch's indexes never slow down or speed up the other's.
@@ -51,7 +55,7 @@ from bench.harness import (
     with_dbname,
     worker_fleet,
 )
-from stride.backfill.reports import run_progress
+from stride.backfill.reports import run_progress, wait_until_drained
 from stride.backfill.trigger import trigger_backfill
 from stride.demo.population import seed_population
 from stride.domain.events import OBJECTIVE_EVENT_TYPES
@@ -144,7 +148,15 @@ def wait_for_run(conn: psycopg.Connection[Any], job_id: int, source: str) -> Non
             time.sleep(0.1)
 
 
-def run_once(url: str, users: int, workers: int, worker_args: list[str]) -> dict[str, Any]:
+def watch(url: str, source: str, polls: list[float]) -> None:
+    """What `stride backfill status --wait` does while the run goes on: poll its progress."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        wait_until_drained(conn, source, on_progress=lambda _: polls.append(time.monotonic()))
+
+
+def run_once(
+    url: str, users: int, workers: int, worker_args: list[str], watched: bool = False
+) -> dict[str, Any]:
     with psycopg.connect(url, autocommit=True) as conn:
         events = conn.execute("SELECT count(*) FROM events").fetchone()
     probe_users = sample_user_ids(url, 200)
@@ -158,9 +170,13 @@ def run_once(url: str, users: int, workers: int, worker_args: list[str]) -> dict
         backends_cpu_before = postgres_cpu_by_pid()
         activity_before = server_activity(url)
         started = time.perf_counter()
+        polls: list[float] = []
+        watcher = threading.Thread(target=watch, args=(url, source, polls), daemon=True)
         with psycopg.connect(url, autocommit=True) as conn:
             trigger = trigger_backfill(conn, source)
             probe_thread.start()
+            if watched:
+                watcher.start()
             assert trigger.job_id is not None
             # Cheap lookups while running; the full coverage check once at the end.
             wait_for_run(conn, trigger.job_id, source)
@@ -174,6 +190,8 @@ def run_once(url: str, users: int, workers: int, worker_args: list[str]) -> dict
             assert progress is not None
         probe.stop()
         probe_thread.join(timeout=35)
+        if watched:
+            watcher.join(timeout=60)
         peak_rss = max(fleet.peak_rss.values(), default=0)
     jobs = sum(progress.job_counts.values())
     return {
@@ -197,6 +215,7 @@ def run_once(url: str, users: int, workers: int, worker_args: list[str]) -> dict
         "organic_p50_ms": round(median(probe.samples) * 1000, 1),
         "organic_p99_ms": round(percentile(probe.samples, 99) * 1000, 1),
         "complete": progress.complete,
+        "watcher_polls": len(polls),
         "load_average_1m": round(os.getloadavg()[0], 2),
         **{
             f"server_{key}": activity_after[key] - activity_before[key]
@@ -215,6 +234,9 @@ def main() -> None:
     parser.add_argument("--worker-arg", action="append", default=[], help="extra worker flag")
     parser.add_argument("--runs", type=int, default=1, help="runs per population size")
     parser.add_argument("--db-tag", default="", help="suffix of the scratch database's name")
+    parser.add_argument(
+        "--watch", action="store_true", help="an operator watches: `backfill status --wait`"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results = []
@@ -226,7 +248,7 @@ def main() -> None:
             url = prepared_database(
                 args.server, users, args.seed, reuse=not args.no_reuse, tag=args.db_tag
             )
-            result = run_once(url, users, args.workers, args.worker_arg)
+            result = run_once(url, users, args.workers, args.worker_arg, args.watch)
             runs.append(result)
             results.append(result)
             if not args.json:

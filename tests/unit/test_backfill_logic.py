@@ -15,7 +15,7 @@ from stride.backfill.fanout import (
     step_chunk_users,
 )
 from stride.backfill.rates import MovingRate, RateSample, format_duration, format_rate
-from stride.backfill.reports import RunProgress, run_outcome
+from stride.backfill.reports import POLL_COST_FACTOR, RunProgress, next_poll_delay, run_outcome
 from stride.demo.run import fresh_demo_source
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -176,3 +176,11 @@ def test_each_demo_run_gets_a_label_of_its_own() -> None:
     first = fresh_demo_source(datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC))
     assert first == "demo.20260304T050607Z"
     assert fresh_demo_source(datetime(2026, 3, 4, 5, 6, 8, tzinfo=UTC)) != first
+
+
+def test_a_watcher_polls_every_second_until_a_poll_gets_expensive() -> None:
+    assert next_poll_delay(1.0, 0.01, None) == 1.0
+    # A 1 s poll (a 100k run) is followed by 5 s of rest: polling stays a sixth of a core.
+    assert next_poll_delay(1.0, 1.0, None) == POLL_COST_FACTOR * 1.0 == 5.0
+    assert next_poll_delay(1.0, 1.0, 2.5) == 2.5  # never sleeps past the deadline
+    assert next_poll_delay(1.0, 1.0, -3.0) == 0.0

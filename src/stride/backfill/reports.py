@@ -537,6 +537,20 @@ def backfill_status(conn: DbConnection, source: str) -> BackfillStatus:
 DrainProgress = Callable[[RunProgress], None]
 
 
+# Reading a large run's progress is not free: about 1 s a poll at 100,000 users,
+# on the database the backfill is using. A watcher waits at least this many
+# times as long as its last poll took, so watching costs the run at most about
+# a sixth of one core however large it is.
+POLL_COST_FACTOR = 5.0
+
+
+def next_poll_delay(poll_seconds: float, last_poll_cost: float, remaining: float | None) -> float:
+    """Seconds to sleep before the next poll: `poll_seconds`, or longer after a slow poll,
+    never past the deadline (`remaining` seconds away; None: no deadline)."""
+    delay = max(poll_seconds, POLL_COST_FACTOR * last_poll_cost)
+    return delay if remaining is None else max(0.0, min(delay, remaining))
+
+
 def wait_until_drained(
     conn: DbConnection,
     source: str,
@@ -555,11 +569,14 @@ def wait_until_drained(
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
+        started = time.monotonic()
         progress = run_progress(conn, source)
+        cost = time.monotonic() - started
         if progress is None:
             return None
         if on_progress is not None:
             on_progress(progress)
         if progress.drained or (deadline is not None and time.monotonic() > deadline):
             return progress
-        time.sleep(poll_seconds)
+        remaining = None if deadline is None else deadline - time.monotonic()
+        time.sleep(next_poll_delay(poll_seconds, cost, remaining))
