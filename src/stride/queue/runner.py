@@ -467,19 +467,7 @@ class Runner:
             if self._broken():
                 raise ConnectionLostError from exc
             self.running.difference_update(j.id for j in taken)
-            logger.warning(
-                "shared_transaction_failed job_type=%s jobs=%d error=%s: "
-                "running them one at a time",
-                registration.job_type,
-                len(taken),
-                "lease lost" if isinstance(exc, LeaseLostError) else describe_error(exc),
-                exc_info=not isinstance(exc, LeaseLostError),
-            )
-            for index, job in enumerate(taken):
-                if self.supervisor.stopping:
-                    self._hand_back(taken[index:])
-                    break
-                self._run_unit(registration, [job])
+            self._run_one_by_one(registration, taken, exc)
             return len(taken)
         self.running.difference_update(j.id for j in taken)
         self._finished(taken)
@@ -503,13 +491,8 @@ class Runner:
             conn.execute(SAVEPOINT_SQL)
             savepoint = True
 
-        s = self.settings
-        context = JobContext(
-            conn, job, s.worker_id, s.database_url, self._heartbeat, _first_use=open_savepoint
-        )
         try:
-            with metrics.HANDLER_DURATION.labels(registration.job_type).time():
-                registration.handler(context)
+            deferred = self._call_handler(registration, [job], first_use=open_savepoint)
         except Exception as exc:
             if self._broken():
                 raise
@@ -521,12 +504,12 @@ class Runner:
                     job.job_type,
                     job.id,
                     describe_error(exc),
-                    s.lock_wait_delay,
+                    self.settings.lock_wait_delay,
                 )
-                return "deferred", s.lock_wait_delay * (0.5 + self.rng.random())
+                return "deferred", self._lock_wait_delay()
             return self._write_failure(job, exc), 0.0
-        if context.deferred is not None:
-            return "deferred", context.deferred
+        if job.id in deferred:
+            return "deferred", deferred[job.id]
         return "completed", 0.0
 
     # --- one unit, one transaction -------------------------------------------------------------
@@ -576,7 +559,7 @@ class Runner:
         one short log line per unit every couple of lock timeouts, not a loop.
         """
         assert self.conn is not None
-        delays = [self.settings.lock_wait_delay * (0.5 + self.rng.random()) for _ in unit]
+        delays = [self._lock_wait_delay() for _ in unit]
         kept = defer_many(self.conn, unit, delays)
         self._finished(unit)
         metrics.JOBS_DEFERRED.labels(registration.job_type).inc(len(kept))
@@ -608,9 +591,13 @@ class Runner:
         return self.supervisor.heartbeat(jobs)
 
     def _call_handler(
-        self, registration: Registration, jobs: list[ClaimedJob]
+        self,
+        registration: Registration,
+        jobs: list[ClaimedJob],
+        first_use: Callable[[], None] | None = None,
     ) -> Mapping[int, float]:
-        """Call the handler; returns the delays of the jobs it deferred."""
+        """Call the handler; returns the delays of the jobs it deferred. `first_use` is a
+        single job's hook for its first use of the connection (JobContext)."""
         assert self.conn is not None
         s = self.settings
         heartbeat = self._heartbeat
@@ -620,7 +607,9 @@ class Runner:
                 registration.handler(batch)
                 return batch.deferred
             [job] = jobs
-            context = JobContext(self.conn, job, s.worker_id, s.database_url, heartbeat)
+            context = JobContext(
+                self.conn, job, s.worker_id, s.database_url, heartbeat, _first_use=first_use
+            )
             registration.handler(context)
             return {} if context.deferred is None else {job.id: context.deferred}
 
@@ -632,8 +621,15 @@ class Runner:
         busy = {j.id for j in jobs if j.user_id is not None and j.user_id not in won}
         return runnable, busy
 
+    def _jittered(self, seconds: float) -> float:
+        """`seconds` give or take half, so jobs put back together do not return together."""
+        return seconds * (0.5 + self.rng.random())
+
     def _busy_delay(self) -> float:
-        return self.settings.user_busy_delay * (0.5 + self.rng.random())
+        return self._jittered(self.settings.user_busy_delay)
+
+    def _lock_wait_delay(self) -> float:
+        return self._jittered(self.settings.lock_wait_delay)
 
     def _run_one_by_one(
         self, registration: Registration, unit: list[ClaimedJob], exc: Exception
