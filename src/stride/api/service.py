@@ -24,6 +24,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from stride.api.tokens import MintedToken, mint_token
 from stride.backfill.control import CancelResult, cancel_backfill
+from stride.backfill.rates import format_duration
 from stride.backfill.reports import (
     BackfillStatus,
     ModelVersionCount,
@@ -116,6 +117,7 @@ __all__ = [
     "UserRow",
     "VerifyResult",
     "connect",
+    "format_duration",
     "list_tokens",
     "revoke_token",
     "sample_user_with_projection",

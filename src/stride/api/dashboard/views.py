@@ -47,13 +47,8 @@ def rate(per_second: float | None) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    """H:MM:SS, or '-:--:--' when unknown."""
-    if seconds is None:
-        return "-:--:--"
-    whole = max(0, round(seconds))
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
+    """H:MM:SS, or '-:--:--' when unknown: the CLI's format."""
+    return service.format_duration(seconds)
 
 
 def age(seconds: float | None) -> str:
