@@ -17,7 +17,9 @@ HARNESS = Path(__file__).with_name("worker_harness.py")
 class WorkerProcess:
     """A harness worker process whose stderr goes to a file the test can read."""
 
-    def __init__(self, database_url: str, log: Path, *options: str) -> None:
+    def __init__(
+        self, database_url: str, log: Path, *options: str, wait_ready: bool = True
+    ) -> None:
         self.log = log
         self._stderr = log.open("w")
         self.process = subprocess.Popen(
@@ -26,7 +28,12 @@ class WorkerProcess:
             stderr=self._stderr,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        wait_until(lambda: "ready" in self.output() or self.process.poll() is not None)
+        if wait_ready:
+            wait_until(self.ready)
+
+    def ready(self) -> bool:
+        """The harness said it is ready (or already exited)."""
+        return "ready" in self.output() or self.process.poll() is not None
 
     def output(self) -> str:
         return self.log.read_text()

@@ -10,10 +10,7 @@ frozen worker finds its sessions gone, changes nothing, and carries on.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,12 +18,12 @@ from typing import Any
 
 import psycopg
 import pytest
+from tests.acceptance.harness_process import WorkerProcess
 from tests.conftest import wait_until
 from tests.populations import NOW, make_population
 
 from stride.backfill.trigger import trigger_backfill
 
-HARNESS = Path(__file__).with_name("worker_harness.py")
 Conn = psycopg.Connection[Any]
 
 USERS = 3000
@@ -67,24 +64,11 @@ STATE_QUERIES = (
 )
 
 
-class Process:
-    """A harness worker with its stderr in a file."""
+class Process(WorkerProcess):
+    """A harness worker with its stderr in a file, started without waiting (see Fleet)."""
 
     def __init__(self, database_url: str, log: Path, *options: str) -> None:
-        self.log = log
-        self._stderr = log.open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, str(HARNESS), "--database-url", database_url, *options],
-            stdout=subprocess.DEVNULL,
-            stderr=self._stderr,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def ready(self) -> bool:
-        return "ready" in self.output() or self.process.poll() is not None
+        super().__init__(database_url, log, *options, wait_ready=False)
 
     def stopped_by_signal(self) -> bool:
         """State T in /proc: the process stopped itself (SIGSTOP) and waits for SIGCONT."""
@@ -95,12 +79,11 @@ class Process:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(30)
 
-    def close(self) -> None:
+    def close(self, *, graceful: bool = False) -> None:
+        """As WorkerProcess.close, for a process that may be stopped: continued first."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGCONT)
-            self.process.kill()
-            self.process.wait(10)
-        self._stderr.close()
+        super().close(graceful=graceful)
 
 
 class Fleet:
